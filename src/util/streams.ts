@@ -1,0 +1,105 @@
+import { createHash, type Hash } from 'node:crypto';
+import { Transform, type TransformCallback, type Readable } from 'node:stream';
+import { ArchwayError } from './errors.js';
+
+/** Counts and hashes bytes as they pass, so a digest is computed while streaming, never after buffering. */
+export class HashingCounter extends Transform {
+  readonly hash: Hash;
+  bytes = 0;
+  constructor(readonly algorithm: string = 'sha256') {
+    super();
+    this.hash = createHash(algorithm);
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.bytes += chunk.length;
+    this.hash.update(chunk);
+    cb(null, chunk);
+  }
+  /** Hex digest; valid once the stream has ended. */
+  hex(): string {
+    return this.hash.copy().digest('hex');
+  }
+}
+
+export interface VerifyExpectation {
+  algorithm: string;
+  hex: string;
+  size: number;
+  /** What is read, in the user's words (a reference or a digest), for the error message. */
+  what: string;
+}
+
+/**
+ * Passes bytes through while checking them against an expected size and digest. Reading more than
+ * `size` bytes fails at once (a lying server cannot make us read forever); a mismatch at the end
+ * fails the stream instead of ending it, so a consumer never takes bad bytes for good ones.
+ */
+export class VerifyingStream extends Transform {
+  private readonly hash: Hash;
+  private bytes = 0;
+  constructor(private readonly expect: VerifyExpectation) {
+    super();
+    this.hash = createHash(expect.algorithm);
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.bytes += chunk.length;
+    if (this.bytes > this.expect.size) {
+      cb(
+        new ArchwayError(
+          'INTEGRITY',
+          `${this.expect.what}: more than the expected ${this.expect.size} bytes`,
+        ),
+      );
+      return;
+    }
+    this.hash.update(chunk);
+    cb(null, chunk);
+  }
+  override _flush(cb: TransformCallback): void {
+    if (this.bytes !== this.expect.size) {
+      cb(
+        new ArchwayError(
+          'INTEGRITY',
+          `${this.expect.what}: got ${this.bytes} bytes, expected ${this.expect.size}`,
+        ),
+      );
+      return;
+    }
+    const got = this.hash.digest('hex');
+    if (got !== this.expect.hex) {
+      cb(
+        new ArchwayError(
+          'INTEGRITY',
+          `${this.expect.what}: digest mismatch: content is ${this.expect.algorithm}:${got}, expected ${this.expect.algorithm}:${this.expect.hex}`,
+        ),
+      );
+      return;
+    }
+    cb();
+  }
+}
+
+/** Reads a whole stream into memory, refusing more than `limit` bytes. For manifests and configs only. */
+export async function readAllLimited(stream: Readable, limit: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of stream) {
+    const buf = chunk as Buffer;
+    total += buf.length;
+    if (total > limit) {
+      stream.destroy();
+      throw new ArchwayError('INTEGRITY', `${what}: larger than the limit of ${limit} bytes`);
+    }
+    chunks.push(buf);
+  }
+  return Buffer.concat(chunks, total);
+}
+
+export const MiB = 1024 * 1024;
+/** Caps from DESIGN.md's safety rules. */
+export const LIMITS = {
+  manifest: 4 * MiB,
+  config: 4 * MiB,
+  errorBody: 1 * MiB,
+  tokenResponse: 1 * MiB,
+} as const;
