@@ -1,0 +1,20 @@
+import { formatPlatform, hostPlatform, nativelyRunnable } from '../../oci/index.js';
+import type { Command } from '../command.js';
+
+export const platformsCommand: Command = {
+  name: 'platforms',
+  usage: '',
+  summary: "Print this host's platform and the platforms it can run natively",
+  description: 'Emulated platforms (QEMU through binfmt_misc) are listed by `archway binfmt`.',
+  options: { format: { type: 'string', help: 'FORMAT:text or json' } },
+  async run(ctx) {
+    const host = hostPlatform();
+    const native = nativelyRunnable(host).map(formatPlatform);
+    if (ctx.values.format === 'json') {
+      ctx.stdout.write(`${JSON.stringify({ host: formatPlatform(host), native }, null, 2)}\n`);
+    } else {
+      ctx.stdout.write(`host: ${formatPlatform(host)}\nnative: ${native.join(', ')}\n`);
+    }
+    return 0;
+  },
+};
