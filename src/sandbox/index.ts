@@ -1,0 +1,26 @@
+export {
+  BINFMT_DIR,
+  EMULATORS,
+  assertCanRun,
+  canRun,
+  emulatorForPlatform,
+  emulatorSpec,
+  installEmulators,
+  parseBinfmtEntry,
+  readBinfmt,
+  supportedPlatforms,
+  uninstallEmulators,
+} from './binfmt.js';
+export type {
+  BinfmtEntry,
+  BinfmtState,
+  CanRunResult,
+  EmulatorSpec,
+  InstallOptions,
+  InstallResult,
+  SupportedPlatforms,
+} from './binfmt.js';
+export { DEFAULT_PATH, runInSandbox } from './run.js';
+export type { SandboxBind, SandboxOptions, SandboxResult } from './run.js';
+export { readFileInRoot, resolveInRoot, resolveUser } from './rootpath.js';
+export type { ResolvedPath, ResolvedUser } from './rootpath.js';
