@@ -66,11 +66,11 @@ function unsafe(entry: string, why: string): ArchwayError {
 }
 
 /** Splits an entry name into components, refusing absolute names and `..`. */
-export function entryComponents(name: string, what = 'path'): string[] {
-  if (name.includes('\0')) throw unsafe(name, `${what} contains a NUL byte`);
-  if (name.startsWith('/')) throw unsafe(name, `absolute ${what} refused`);
+export function entryComponents(name: string, what = 'path', entry = name): string[] {
+  if (name.includes('\0')) throw unsafe(entry, `${what} contains a NUL byte`);
+  if (name.startsWith('/')) throw unsafe(entry, `absolute ${what} "${name}" refused`);
   const parts = name.split('/').filter((p) => p !== '' && p !== '.');
-  if (parts.includes('..')) throw unsafe(name, `${what} with ".." refused`);
+  if (parts.includes('..')) throw unsafe(entry, `${what} "${name}" with ".." refused`);
   return parts;
 }
 
@@ -293,7 +293,7 @@ class Applier {
         return;
       }
       case 'hardlink': {
-        const tparts = entryComponents(h.linkname, 'hardlink target');
+        const tparts = entryComponents(h.linkname, 'hardlink target', name);
         const tbase = tparts[tparts.length - 1];
         if (tbase === undefined) throw unsafe(name, 'hardlink to the layer root');
         const tdir = await this.resolveDir(tparts.slice(0, -1), false, name);
@@ -392,10 +392,12 @@ export async function applyLayer(input: Readable, targetDir: string, opts: Apply
 
   const applier = new Applier(root, opts);
   let entries = 0;
+  let current: string | undefined;
   try {
     for await (const { header, body } of readTar(tarStream, {
       ...(opts.signal ? { signal: opts.signal } : {}),
       onHeader: (h) => {
+        current = h.name;
         entries++;
         if (entries > limits.maxEntries) throw unsafe(h.name, `more than the limit of ${limits.maxEntries} entries`);
         if (h.size > limits.maxBytes) {
@@ -413,8 +415,12 @@ export async function applyLayer(input: Readable, targetDir: string, opts: Apply
   } catch (e) {
     // A stream failure (bad gzip, limit) surfaces here as whatever readTar saw; prefer its cause.
     const first = failures.find((f) => f instanceof ArchwayError);
-    if (!(e instanceof ArchwayError) && first !== undefined) throw first;
-    if (e instanceof ArchwayError) throw e;
+    const err = !(e instanceof ArchwayError) && first !== undefined ? first : e;
+    if (err instanceof ArchwayError) {
+      // Name the entry being read when a stream-level limit fired in the middle of it.
+      if (err.code === 'UNSAFE' && err.details['entry'] === undefined && current !== undefined) throw unsafe(current, err.message);
+      throw err;
+    }
     if (opts.signal?.aborted) throw abortError(opts.signal, 'applying layer');
     throw new ArchwayError('FORMAT', `layer: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
   } finally {

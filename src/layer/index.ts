@@ -1,5 +1,5 @@
 /** Layers: tar read/write, compression, safe application onto a directory, and making layers. */
-export { readTar, buildTar, encodeHeader, tarHeader, parsePax, padding, END_OF_ARCHIVE } from './tar.js';
+export { readTar, buildTar, encodeHeader, tarHeader, parsePax, paxRecord, rawTarBlock, padding, END_OF_ARCHIVE } from './tar.js';
 export type { TarHeader, TarEntry, EntryType, ReadTarOptions } from './tar.js';
 export {
   detectCompression,

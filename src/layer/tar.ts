@@ -342,7 +342,7 @@ function writeOctal(buf: Buffer, off: number, len: number, v: number): boolean {
   return true;
 }
 
-function paxRecord(key: string, value: Buffer): Buffer {
+export function paxRecord(key: string, value: Buffer): Buffer {
   const kv = Buffer.concat([Buffer.from(` ${key}=`, 'utf8'), value, Buffer.from('\n')]);
   let len = kv.length + 1;
   while (String(len).length + kv.length !== len) len = String(len).length + kv.length;
