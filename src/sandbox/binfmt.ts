@@ -121,7 +121,7 @@ export const EMULATORS: readonly EmulatorSpec[] = [
     name: 'mips',
     platforms: ['linux/mips'],
     magic:
-      '\\x7fELF\\x01\\x02\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02\\x00\\x08\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00',
+      '\\x7fELF\\x01\\x02\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02\\x00\\x08\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00',
     mask:
       '\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\x00\\xfe\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xfe\\xff\\xff\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x20',
   },
@@ -618,8 +618,13 @@ export async function uninstallEmulators(
       throw new ArchwayError('USAGE', `not a binfmt_misc entry name: "${n}"`);
     }
     try {
-      await fs.writeFile(path.join(dir, n), '-1');
-      removed.push(n);
+      if (!state.emulators.some((e) => e.name === n)) {
+        // binfmt_misc cannot create files: opening a missing entry fails with EACCES
+        missing.push(n);
+      } else {
+        await fs.writeFile(path.join(dir, n), '-1');
+        removed.push(n);
+      }
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') missing.push(n);
       else throw new ArchwayError('SANDBOX', `removing binfmt_misc entry ${n} failed: ${(e as Error).message}`, { cause: e });
