@@ -1,0 +1,81 @@
+import { ArchwayError, errorMessage, mapLimit } from '../util/index.js';
+import { parseLocation, parseReference, type ImageLocation } from '../ref/index.js';
+import { canMount, openSource, openTarget, type OpenContext } from './open.js';
+import { copyImage, type CopyOptions } from './copy.js';
+
+export interface MirrorOptions extends Omit<CopyOptions, 'concurrency'> {
+  /** Images copied at once (default 3). */
+  concurrency?: number;
+  /** Blobs copied at once within one image (default 4). */
+  blobConcurrency?: number;
+  /** Keep going after a failure and report it (default false: stop at the first). */
+  keepGoing?: boolean;
+}
+
+export interface MirrorItem {
+  source: string;
+  target: string;
+  digest?: string;
+  mediaType?: string;
+  platforms?: string[];
+  rewritten?: boolean;
+  error?: string;
+}
+
+/**
+ * Where an image goes under a prefix: `docker.io/library/golang:1.17` under `localhost:5000/mirror`
+ * becomes `localhost:5000/mirror/library/golang:1.17` (the source registry's name is dropped, its
+ * repository path kept). A digest-only source keeps its digest.
+ */
+export function mirrorTargetName(image: string, prefix: string): string {
+  const ref = parseReference(image.replace(/^docker:\/\//, ''));
+  const p = prefix.replace(/^docker:\/\//, '').replace(/\/+$/, '');
+  if (p === '') throw new ArchwayError('USAGE', 'the mirror prefix is empty');
+  let out = `${p}/${ref.repository}`;
+  if (ref.tag !== undefined) out += `:${ref.tag}`;
+  else if (ref.digest !== undefined) out += `@${ref.digest}`;
+  else out += ':latest';
+  // Validate the result as a reference.
+  parseReference(out);
+  return out;
+}
+
+/** Reads a list file: one image per line, `#` comments and blank lines ignored. */
+export function parseImageList(text: string): string[] {
+  return text
+    .split('\n')
+    .map((l) => l.replace(/#.*$/, '').trim())
+    .filter((l) => l !== '');
+}
+
+/** Copies each image under `targetPrefix`, several at once, and says what each became. */
+export async function mirror(images: readonly string[], targetPrefix: string, ctx: OpenContext, opts: MirrorOptions = {}): Promise<MirrorItem[]> {
+  if (images.length === 0) throw new ArchwayError('USAGE', 'no image to mirror');
+  const plan = images.map((image) => ({ source: image, target: mirrorTargetName(image, targetPrefix) }));
+  const results: MirrorItem[] = plan.map((p) => ({ ...p }));
+  await mapLimit(plan, Math.max(1, opts.concurrency ?? 3), async (p, i) => {
+    const item = results[i] as MirrorItem;
+    try {
+      const srcLoc: ImageLocation = parseLocation(p.source);
+      const dstLoc: ImageLocation = parseLocation(p.target);
+      const src = await openSource(srcLoc, ctx);
+      const dst = await openTarget(dstLoc, ctx);
+      const { concurrency: _c, blobConcurrency, keepGoing: _k, ...copyOpts } = opts;
+      const r = await copyImage(src.content, src.reference, dst.content, [dst.reference], {
+        ...copyOpts,
+        ...(ctx.signal ? { signal: ctx.signal } : {}),
+        ...(ctx.progress ? { progress: ctx.progress } : {}),
+        concurrency: blobConcurrency ?? 4,
+        mount: canMount(src, dst),
+      });
+      item.digest = r.descriptor.digest;
+      item.mediaType = r.descriptor.mediaType;
+      item.platforms = r.platforms;
+      item.rewritten = r.rewritten;
+    } catch (e) {
+      item.error = errorMessage(e);
+      if (!opts.keepGoing) throw e;
+    }
+  });
+  return results;
+}
