@@ -1,0 +1,16 @@
+export { RegistryClient, RegistryRepository, MANIFEST_ACCEPT, type RegistryClientOptions, type ManifestResult } from './client.js';
+export {
+  DockerConfigCredentials,
+  StaticCredentials,
+  anonymousCredentials,
+  dockerConfigDir,
+  configKeyFor,
+  runCredentialHelper,
+  DOCKER_HUB_CONFIG_KEY,
+  type Credential,
+  type CredentialSource,
+  type DockerConfigOptions,
+} from './credentials.js';
+export { loadRegistrySettings, parseRegistrySettings, settingsFor, endpointFor, defaultConfigPath, type HostSettings, type RegistrySettings, type Endpoint } from './settings.js';
+export { parseChallenge, mergeScopes, retryAfterMs, pullScope, pushScope, type Challenge } from './auth.js';
+export { login, logout, normalizeRegistryName, type LoginOptions, type LoginResult } from './login.js';

@@ -1,0 +1,126 @@
+/**
+ * Per-host registry settings, in the shape of buildkitd.toml:
+ *
+ *   [registry."localhost:5000"]
+ *   http = true              # plain HTTP
+ *   insecure = true          # TLS without verification (falls back to plain HTTP)
+ *   ca = ["/etc/certs/ca.pem"]
+ *   mirrors = ["mirror.example.com"]
+ *
+ * Read from $ARCHWAY_CONFIG or ~/.config/archway/config.toml; `--insecure-registry HOST` adds
+ * `insecure` for a host.
+ */
+import { promises as fs } from 'node:fs';
+import { homedir } from 'node:os';
+import * as path from 'node:path';
+import { parse as parseToml } from 'smol-toml';
+import { ArchwayError, errorMessage, isErrnoException } from '../util/index.js';
+import { isLoopbackRegistry, registryApiHost } from '../ref/index.js';
+
+export interface HostSettings {
+  /** true: plain HTTP; false: TLS even on loopback; undefined: HTTP on loopback, TLS elsewhere. */
+  http?: boolean;
+  /** TLS without certificate verification; plain HTTP when the host does not speak TLS. */
+  insecure?: boolean;
+  /** PEM files whose certificates are trusted for this host (in addition to the system's). */
+  ca?: string[];
+  /** Hosts tried first for pulls, with the same repository path. */
+  mirrors?: string[];
+}
+
+export interface RegistrySettings {
+  hosts: Record<string, HostSettings>;
+}
+
+export function defaultConfigPath(env: NodeJS.ProcessEnv = process.env): string {
+  const explicit = env['ARCHWAY_CONFIG'];
+  if (explicit) return explicit;
+  const xdg = env['XDG_CONFIG_HOME'];
+  return path.join(xdg && xdg !== '' ? xdg : path.join(env['HOME'] ?? homedir(), '.config'), 'archway', 'config.toml');
+}
+
+function strings(v: unknown, where: string, file: string): string[] | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v === 'string') return [v];
+  if (Array.isArray(v) && v.every((x) => typeof x === 'string')) return v as string[];
+  throw new ArchwayError('PARSE', `${file}: ${where} must be a string or a list of strings`);
+}
+
+function bool(v: unknown, where: string, file: string): boolean | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'boolean') throw new ArchwayError('PARSE', `${file}: ${where} must be true or false`);
+  return v;
+}
+
+/** Parses the `[registry."host"]` tables of a config file's text; relative `ca` paths are relative to the file. */
+export function parseRegistrySettings(text: string, file: string): RegistrySettings {
+  let doc: Record<string, unknown>;
+  try {
+    doc = parseToml(text) as Record<string, unknown>;
+  } catch (e) {
+    throw new ArchwayError('PARSE', `${file}: ${errorMessage(e)}`);
+  }
+  const hosts: Record<string, HostSettings> = {};
+  const reg = doc['registry'];
+  if (reg === undefined) return { hosts };
+  if (typeof reg !== 'object' || reg === null || Array.isArray(reg)) throw new ArchwayError('PARSE', `${file}: [registry] must be a table of hosts`);
+  for (const [host, value] of Object.entries(reg as Record<string, unknown>)) {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ArchwayError('PARSE', `${file}: [registry."${host}"] must be a table`);
+    const t = value as Record<string, unknown>;
+    const where = `registry."${host}"`;
+    for (const key of Object.keys(t)) {
+      if (!['http', 'insecure', 'ca', 'mirrors'].includes(key)) throw new ArchwayError('PARSE', `${file}: ${where}: unknown setting "${key}"`, { hint: 'known settings: http, insecure, ca, mirrors' });
+    }
+    const s: HostSettings = {};
+    const http = bool(t['http'], `${where}.http`, file);
+    if (http !== undefined) s.http = http;
+    const insecure = bool(t['insecure'], `${where}.insecure`, file);
+    if (insecure !== undefined) s.insecure = insecure;
+    const ca = strings(t['ca'], `${where}.ca`, file);
+    if (ca) s.ca = ca.map((c) => path.resolve(path.dirname(file), c));
+    const mirrors = strings(t['mirrors'], `${where}.mirrors`, file);
+    if (mirrors) s.mirrors = mirrors.map((m) => m.replace(/^https?:\/\//, '').replace(/\/+$/, ''));
+    hosts[host] = s;
+  }
+  return { hosts };
+}
+
+/** Reads the config file; a missing file means no settings. */
+export async function loadRegistrySettings(opts: { file?: string; env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {}): Promise<RegistrySettings> {
+  const file = opts.file ?? defaultConfigPath(opts.env);
+  let text: string;
+  try {
+    text = await fs.readFile(file, { encoding: 'utf8', ...(opts.signal ? { signal: opts.signal } : {}) });
+  } catch (e) {
+    if (isErrnoException(e, 'ENOENT')) return { hosts: {} };
+    throw new ArchwayError('STORAGE', `cannot read ${file}: ${errorMessage(e)}`);
+  }
+  return parseRegistrySettings(text, file);
+}
+
+/** Settings for a registry name or API host (`docker.io` and `registry-1.docker.io` share an entry). */
+export function settingsFor(settings: RegistrySettings | undefined, host: string, insecureRegistries: readonly string[] = []): HostSettings {
+  const hosts = settings?.hosts ?? {};
+  const apiHost = registryApiHost(host);
+  const own = hosts[host] ?? hosts[apiHost] ?? (host === 'registry-1.docker.io' ? hosts['docker.io'] : undefined) ?? {};
+  const result: HostSettings = { ...own };
+  if (insecureRegistries.includes(host) || insecureRegistries.includes(apiHost)) result.insecure = true;
+  return result;
+}
+
+/** How to reach a host: the schemes to try, in order, and TLS verification. */
+export interface Endpoint {
+  schemes: Array<'http' | 'https'>;
+  verify: boolean;
+  ca: string[];
+}
+
+export function endpointFor(host: string, s: HostSettings): Endpoint {
+  const ca = s.ca ?? [];
+  if (s.http === true) return { schemes: ['http'], verify: true, ca };
+  if (s.http === false) return { schemes: ['https'], verify: !s.insecure, ca };
+  if (s.insecure) return { schemes: ['https', 'http'], verify: false, ca };
+  if (ca.length > 0) return { schemes: ['https'], verify: true, ca };
+  if (isLoopbackRegistry(host)) return { schemes: ['http'], verify: true, ca };
+  return { schemes: ['https'], verify: true, ca };
+}

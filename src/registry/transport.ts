@@ -1,0 +1,220 @@
+/**
+ * One HTTP exchange on node:http/node:https with keep-alive agents per host: TLS options per host,
+ * timeouts, AbortSignal, no automatic redirects (the client follows them itself, so credentials
+ * never go to another host). Retries and auth live in client.ts.
+ */
+import { readFileSync } from 'node:fs';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import * as tls from 'node:tls';
+import type { Readable } from 'node:stream';
+import { ArchwayError, LIMITS, abortError, errorMessage, readAllLimited, redact } from '../util/index.js';
+import { endpointFor, type Endpoint, type HostSettings } from './settings.js';
+
+export interface HttpResponse {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: http.IncomingMessage;
+  url: URL;
+}
+
+export interface SendOptions {
+  method: string;
+  url: URL;
+  headers?: Record<string, string>;
+  body?: Buffer | Readable;
+  signal?: AbortSignal;
+}
+
+export interface TransportOptions {
+  userAgent: string;
+  /** Sockets per host. */
+  maxSockets: number;
+  connectTimeoutMs: number;
+  /** No byte in either direction for this long fails the request. */
+  idleTimeoutMs: number;
+}
+
+/** A network-level failure (before or during the response), retryable by the caller. */
+export class NetworkFailure extends Error {
+  constructor(
+    message: string,
+    readonly code: string | undefined,
+    readonly tls: boolean,
+  ) {
+    super(message);
+    this.name = 'NetworkFailure';
+  }
+}
+
+const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT|CERT_|HOSTNAME_MISMATCH|EPROTO)/;
+
+export function isTlsFailure(e: unknown): boolean {
+  return e instanceof NetworkFailure && e.tls;
+}
+
+interface HostConn {
+  endpoint: Endpoint;
+  /** The scheme that worked, once known. */
+  scheme?: 'http' | 'https';
+  httpAgent?: http.Agent;
+  httpsAgent?: https.Agent;
+}
+
+export class Transport {
+  private readonly hosts = new Map<string, HostConn>();
+  constructor(
+    readonly options: TransportOptions,
+    private readonly settingsOf: (host: string) => HostSettings,
+  ) {}
+
+  private conn(host: string): HostConn {
+    let c = this.hosts.get(host);
+    if (!c) {
+      c = { endpoint: endpointFor(host, this.settingsOf(host)) };
+      this.hosts.set(host, c);
+    }
+    return c;
+  }
+
+  /** Schemes to try for a host, the one that worked first. */
+  schemes(host: string): Array<'http' | 'https'> {
+    const c = this.conn(host);
+    return c.scheme ? [c.scheme] : c.endpoint.schemes;
+  }
+
+  rememberScheme(host: string, scheme: 'http' | 'https'): void {
+    this.conn(host).scheme = scheme;
+  }
+
+  private agent(url: URL): http.Agent {
+    const c = this.conn(url.host);
+    if (url.protocol === 'http:') {
+      c.httpAgent ??= new http.Agent({ keepAlive: true, maxSockets: this.options.maxSockets });
+      return c.httpAgent;
+    }
+    if (!c.httpsAgent) {
+      let ca: Buffer[] | undefined;
+      if (c.endpoint.ca.length > 0) {
+        try {
+          ca = c.endpoint.ca.map((f) => readFileSync(f));
+        } catch (e) {
+          throw new ArchwayError('NETWORK', `cannot read the CA file configured for ${url.host}: ${errorMessage(e)}`);
+        }
+      }
+      c.httpsAgent = new https.Agent({
+        keepAlive: true,
+        maxSockets: this.options.maxSockets,
+        rejectUnauthorized: c.endpoint.verify,
+        // Trust the configured CAs in addition to the system's.
+        ...(ca ? { ca: [...tls.rootCertificates, ...ca.map((b) => b.toString('utf8'))] } : {}),
+      });
+    }
+    return c.httpsAgent;
+  }
+
+  send(opts: SendOptions): Promise<HttpResponse> {
+    const { signal } = opts;
+    if (signal?.aborted) return Promise.reject(abortError(signal));
+    const url = opts.url;
+    const mod = url.protocol === 'https:' ? https : http;
+    const headers: Record<string, string> = { 'user-agent': this.options.userAgent, ...opts.headers };
+    if (Buffer.isBuffer(opts.body)) headers['content-length'] = String(opts.body.length);
+    let agent: http.Agent;
+    try {
+      agent = this.agent(url);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return new Promise<HttpResponse>((resolve, reject) => {
+      let settled = false;
+      const req = mod.request(url, { method: opts.method, headers, agent, timeout: this.options.connectTimeoutMs });
+      const onAbort = (): void => {
+        req.destroy();
+        if (!settled) {
+          settled = true;
+          reject(abortError(signal));
+        }
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const cleanup = (): void => signal?.removeEventListener('abort', onAbort);
+      req.setTimeout(this.options.idleTimeoutMs, () => {
+        req.destroy(Object.assign(new Error(`no answer for ${Math.round(this.options.idleTimeoutMs / 1000)}s`), { code: 'ETIMEDOUT' }));
+      });
+      req.on('error', (e: NodeJS.ErrnoException) => {
+        cleanup();
+        if (settled) return;
+        settled = true;
+        if (signal?.aborted) {
+          reject(abortError(signal));
+          return;
+        }
+        const code = e.code;
+        const tls = url.protocol === 'https:' && (TLS_CODES.test(code ?? '') || /ssl|tls|certificate|wrong version number/i.test(e.message));
+        reject(new NetworkFailure(redact(e.message), code, tls));
+      });
+      req.on('response', (res) => {
+        if (settled) {
+          res.destroy();
+          return;
+        }
+        settled = true;
+        res.on('close', cleanup);
+        // Idle timeout keeps applying while the body streams.
+        res.on('error', () => undefined);
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res, url });
+      });
+      const body = opts.body;
+      if (body === undefined) req.end();
+      else if (Buffer.isBuffer(body)) req.end(body);
+      else {
+        body.on('error', (e) => req.destroy(e));
+        body.pipe(req);
+      }
+    });
+  }
+
+  close(): void {
+    for (const c of this.hosts.values()) {
+      c.httpAgent?.destroy();
+      c.httpsAgent?.destroy();
+    }
+    this.hosts.clear();
+  }
+}
+
+/** Reads (at most 1 MiB of) an error body; never throws. */
+export async function readErrorBody(res: HttpResponse): Promise<string> {
+  try {
+    const buf = await readAllLimited(res.body, LIMITS.errorBody, 'error body');
+    return buf.toString('utf8');
+  } catch {
+    res.body.destroy();
+    return '';
+  }
+}
+
+export interface RegistryErrorEntry {
+  code: string;
+  message: string;
+}
+
+/** The `errors` of a registry's error body (distribution spec), if it has any. */
+export function parseRegistryErrors(body: string): RegistryErrorEntry[] {
+  try {
+    const v: unknown = JSON.parse(body);
+    if (typeof v === 'object' && v !== null && 'errors' in v && Array.isArray((v as { errors: unknown }).errors)) {
+      return ((v as { errors: unknown[] }).errors)
+        .filter((x): x is Record<string, unknown> => typeof x === 'object' && x !== null)
+        .map((x) => ({ code: typeof x['code'] === 'string' ? x['code'] : 'UNKNOWN', message: typeof x['message'] === 'string' ? x['message'] : '' }));
+    }
+  } catch {
+    // not JSON
+  }
+  return [];
+}
+
+/** Drains a response body without keeping it, so the socket returns to the pool. */
+export function discard(res: HttpResponse): void {
+  res.body.resume();
+}
