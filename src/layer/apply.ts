@@ -425,6 +425,8 @@ export async function applyLayer(input: Readable, targetDir: string, opts: Apply
     throw new ArchwayError('FORMAT', `layer: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
+    // On failure nothing reads the source any more; release it (file descriptors, sockets).
+    if (!input.readableEnded && !input.destroyed) input.destroy();
   }
   if (failures.length > 0) {
     const f = failures[0] as Error;

@@ -382,3 +382,28 @@ test('writeLayerFromDiff: applying the diff onto lower reproduces upper', async 
   assert.deepEqual(await snapshot(target), await snapshot(upper));
 });
 
+
+test('applyLayer: security.capability and user.* xattrs are set; others are skipped and counted', async () => {
+  const d = await tmp('xattr');
+  const cap = Buffer.from('0100000200200000000000000000000000000000', 'hex');
+  const l = buildTar([
+    { header: { name: 'ping', mode: 0o755, xattrs: { 'security.capability': cap, 'user.note': Buffer.from('hi'), 'trusted.secret': Buffer.from('no') } }, data: 'ELF' },
+  ]);
+  const r = await applyLayer(Readable.from([l]), d, {});
+  assert.equal(r.skippedXattrs, 1);
+  const got = sh('python3', ['-c', `import os; p=${JSON.stringify(join(d, 'ping'))}; print(os.getxattr(p,'security.capability').hex(), os.getxattr(p,'user.note').decode(), sorted(os.listxattr(p)))`]);
+  assert.equal(got.trim(), `${cap.toString('hex')} hi ['security.capability', 'user.note']`);
+  // And they are carried into a new layer.
+  const out = join(await tmp('xattr-out'), 'l.tar');
+  await writeLayerFromDirectory(d, out, { compression: 'none' });
+  const xs: string[] = [];
+  for await (const e of readTar(createReadStream(out))) xs.push(...Object.keys(e.header.xattrs).map((k) => `${e.header.name}:${k}=${e.header.xattrs[k]?.toString('hex')}`));
+  assert.deepEqual(xs, [`ping:security.capability=${cap.toString('hex')}`, `ping:user.note=${Buffer.from('hi').toString('hex')}`]);
+});
+
+test('applyLayer: an aborted signal stops the application', async () => {
+  const d = await tmp('abort');
+  const ac = new AbortController();
+  ac.abort();
+  await assert.rejects(applyLayer(Readable.from([buildTar([{ header: { name: 'x' }, data: 'x' }])]), d, { signal: ac.signal }), (e: unknown) => e instanceof Error && 'code' in e && e.code === 'INTERRUPTED');
+});
