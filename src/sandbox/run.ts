@@ -2,7 +2,7 @@
  * runInSandbox: runs one command inside a root filesystem, daemonless and fast.
  *
  * How: `unshare --mount --pid --uts --ipc [--net] --fork --kill-child --propagation private`
- * runs the HOST's /bin/sh with a fixed script (SANDBOX_SCRIPT below); every path and value is a
+ * runs the HOST's bash (or /bin/sh) with a fixed script (SANDBOX_SCRIPT below); every path and value is a
  * positional argument, never interpolated. Inside the new mount namespace the script mounts the
  * overlay (layers read-only, upper kept or temporary), checks the image's /proc, /dev, /sys,
  * /dev/null are not links, mounts proc, a tmpfs /dev with copies of the host's null, zero,
@@ -25,7 +25,7 @@
  * (or writable rootfs) after the run, as BuildKit does, so they do not end up in a layer.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { promises as fs } from 'node:fs';
+import { promises as fs, constants as fsConstants } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { abortError, ArchwayError } from '../util/index.js';
@@ -151,7 +151,12 @@ if [ "$NET" = none ]; then ip link set lo up 2>/dev/null || true; fi
 echo "$HN" > /proc/sys/kernel/hostname || true
 if [ "$1" != -- ]; then fail SANDBOX "internal: bad arguments"; fi
 shift
-exec 3>&-
+for fd in /proc/self/fd/*; do
+  fd=${'$'}{fd##*/}
+  case $fd in 0|1|2|'*') ;; *)
+    if [ -n "${'$'}{BASH_VERSION:-}" ] || [ "$fd" -lt 10 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi ;;
+  esac
+done
 exec "$@"
 `;
 
@@ -385,7 +390,7 @@ export async function runInSandbox(opts: SandboxOptions): Promise<SandboxResult>
     ];
     const unshareArgs = ['--mount', '--pid', '--uts', '--ipc', '--fork', '--kill-child', '--propagation', 'private'];
     if (opts.network === 'none') unshareArgs.push('--net');
-    unshareArgs.push('--', '/bin/sh', '-c', SANDBOX_SCRIPT, 'archway-sandbox', ...scriptArgs);
+    unshareArgs.push('--', await hostShell(), '-c', SANDBOX_SCRIPT, 'archway-sandbox', ...scriptArgs);
 
     const result = await spawnSandbox(unshareArgs, opts);
 
@@ -400,6 +405,28 @@ export async function runInSandbox(opts: SandboxOptions): Promise<SandboxResult>
     await fs.rm(state, { recursive: true, force: true }).catch(() => undefined);
     if (owork !== undefined && opts.upperDir !== undefined) await fs.rm(owork, { recursive: true, force: true }).catch(() => undefined);
   }
+}
+
+let shellCache: string | undefined;
+
+/**
+ * The host shell that runs the setup script: bash when present, because only bash can close
+ * descriptors above 9 (an fd the archway process inherited without close-on-exec must not reach
+ * the sandboxed command); dash closes 3-9 only.
+ */
+async function hostShell(): Promise<string> {
+  if (shellCache) return shellCache;
+  for (const c of ['/bin/bash', '/usr/bin/bash']) {
+    try {
+      await fs.access(c, fsConstants.X_OK);
+      shellCache = c;
+      return c;
+    } catch {
+      // next
+    }
+  }
+  shellCache = '/bin/sh';
+  return shellCache;
 }
 
 function pidAlive(pid: number): boolean {
