@@ -40,6 +40,12 @@ export interface ApplyOptions {
   limits?: LayerLimits;
   /** Create char/block devices (only as root). Otherwise a device entry is UNSAFE. */
   allowDevices?: boolean;
+  /**
+   * Unpacking a layer on its own into a snapshot that overlayfs stacks: whiteouts become overlay
+   * whiteouts (a 0/0 character device, the `trusted.overlay.opaque` xattr) instead of deletions,
+   * so the lower snapshots stay hidden when mounted. Needs root.
+   */
+  overlayWhiteouts?: boolean;
   /** Set xattrs (security.capability and user.*) through the python3 helper. Default true. */
   xattrs?: boolean;
   signal?: AbortSignal;
@@ -217,6 +223,21 @@ class Applier {
     // Whiteouts: delete from lower layers, never create anything.
     if (base !== undefined && base.startsWith(WHITEOUT)) {
       const dirParts = parts.slice(0, -1);
+      if (this.opts.overlayWhiteouts) {
+        if (base !== OPAQUE && base.startsWith(`${WHITEOUT}${WHITEOUT}`)) return;
+        const target = base === OPAQUE ? '' : base.slice(WHITEOUT.length);
+        if (base !== OPAQUE && (target === '' || target === '.' || target === '..')) throw unsafe(name, 'whiteout names no file');
+        const dir = await this.resolveDir(dirParts, true, name);
+        if (dir === undefined) throw unsafe(name, 'parent could not be resolved');
+        if (base === OPAQUE) {
+          this.xattrs.push({ path: dir.join('/'), xattrs: { 'trusted.overlay.opaque': Buffer.from('y') } });
+          return;
+        }
+        const full = this.abs([...dir, target]);
+        await this.clear(full);
+        await run('mknod', ['-m', '0', full, 'c', '0', '0']);
+        return;
+      }
       if (base === OPAQUE) {
         const dir = await this.resolveDir(dirParts, false, name);
         if (dir === undefined) return;
