@@ -87,6 +87,13 @@ export class TarFile {
         const { bytesRead } = await h!.read(buf, 0, buf.length, at);
         if (bytesRead !== buf.length) throw new ArchwayError('FORMAT', `${what}: truncated tar archive`);
       };
+      if (fileSize >= 2) {
+        const magic = Buffer.alloc(2);
+        await readAt(magic, 0);
+        if (magic[0] === 0x1f && magic[1] === 0x8b) {
+          throw new ArchwayError('FORMAT', `${what}: the archive is gzip-compressed`, { hint: 'decompress it first (gunzip)' });
+        }
+      }
       for (;;) {
         throwIfAborted(opts.signal);
         if (pos + BLOCK > fileSize) {
@@ -94,9 +101,6 @@ export class TarFile {
           throw new ArchwayError('FORMAT', `${what}: truncated tar archive`);
         }
         await readAt(block, pos);
-        if (pos === 0 && block[0] === 0x1f && block[1] === 0x8b) {
-          throw new ArchwayError('FORMAT', `${what}: the archive is gzip-compressed`, { hint: 'decompress it first (gunzip)' });
-        }
         if (block.every((b) => b === 0)) break;
         if (cstr(block, 257, 6) !== 'ustar' && !block.toString('latin1', 257, 263).startsWith('ustar')) {
           let sum = 0;
