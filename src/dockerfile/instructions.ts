@@ -104,9 +104,9 @@ class Ctx {
     return parseError(this.file, { line: this.node.line, column, source: this.node.original }, message);
   }
   /** Column of `needle` in the instruction's first line, or the instruction's column. */
-  columnOf(needle: string): number {
+  columnOf(needle: string, after = 0): number {
     const first = this.node.original.split('\n')[0] ?? '';
-    const i = first.indexOf(needle, this.node.column - 1);
+    const i = first.indexOf(needle, this.node.column - 1 + after);
     return i >= 0 ? i + 1 : this.node.column;
   }
   warn(kind: Warning['kind'], message: string): void {
@@ -509,15 +509,16 @@ function parseOne(ctx: Ctx, inOnbuild: boolean): Instruction {
       if (rest === '') throw ctx.error('ONBUILD requires at least one argument');
       const m = /^(\S+)(?:[\t\v\f\r ]+([\s\S]*))?$/.exec(rest);
       const kw = (m?.[1] ?? '').toUpperCase();
-      if (kw === 'ONBUILD') throw ctx.error('Chaining ONBUILD via `ONBUILD ONBUILD` isn\'t allowed', ctx.columnOf(m?.[1] ?? ''));
-      if (kw === 'FROM' || kw === 'MAINTAINER') throw ctx.error(`${kw} isn't allowed as an ONBUILD trigger`, ctx.columnOf(m?.[1] ?? ''));
+      const kwCol = ctx.columnOf(m?.[1] ?? '', n.keyword.length);
+      if (kw === 'ONBUILD') throw ctx.error('Chaining ONBUILD via `ONBUILD ONBUILD` isn\'t allowed', kwCol);
+      if (kw === 'FROM' || kw === 'MAINTAINER') throw ctx.error(`${kw} isn't allowed as an ONBUILD trigger`, kwCol);
       if (!(INSTRUCTIONS as readonly string[]).includes(kw)) {
         const s = suggest(kw, INSTRUCTIONS);
-        throw ctx.error(`unknown instruction "${m?.[1] ?? ''}"${s ? ` (did you mean ${s}?)` : ''}`, ctx.columnOf(m?.[1] ?? ''));
+        throw ctx.error(`unknown instruction "${m?.[1] ?? ''}"${s ? ` (did you mean ${s}?)` : ''}`, kwCol);
       }
       const sub = parseRaw(rest, ctx.file).nodes[0];
       if (sub === undefined) throw ctx.error('ONBUILD requires at least one argument');
-      const innerNode: RawNode = { ...sub, line: n.line, column: ctx.columnOf(m?.[1] ?? ''), endLine: n.endLine, original: n.original };
+      const innerNode: RawNode = { ...sub, line: n.line, column: kwCol, endLine: n.endLine, original: n.original };
       const inner = parseOne(new Ctx(ctx.file, innerNode, ctx.escape, []), true);
       return { ...base, kind: 'onbuild', trigger: rest, inner };
     }
