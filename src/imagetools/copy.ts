@@ -166,7 +166,6 @@ export async function copyImage(src: ContentSource, srcRef: string, dst: Content
       continue;
     }
     await dst.tag(result, ref, c);
-    opts.progress?.emit({ kind: 'tag', reference: `${dst.name}:${ref}`, digest: result.digest });
     tags.push(ref);
   }
   await dst.close?.(c);

@@ -172,7 +172,10 @@ export interface ExecuteStats {
   manifestsPushed: number;
 }
 
-/** Copies one blob: skipped when present, mounted when the target can, else streamed (never buffered). */
+/**
+ * Copies one blob: skipped when present, mounted when the target can, else streamed (never buffered).
+ * Backends report their own transfers, mounts and tags to `progress`; only skips are reported here.
+ */
 export async function copyBlob(src: ContentSource, dst: ContentTarget, d: Descriptor, opts: ExecuteOptions, stats?: ExecuteStats): Promise<void> {
   throwIfAborted(opts.signal);
   const progress = opts.progress;
@@ -184,13 +187,11 @@ export async function copyBlob(src: ContentSource, dst: ContentTarget, d: Descri
   }
   if (opts.mount !== false && dst.mount && src !== dst) {
     if (await dst.mount(d, src, call)) {
-      progress?.emit({ kind: 'blob', phase: 'mount', digest: d.digest, size: d.size, what: `from ${src.name}` });
       if (stats) stats.blobsMounted++;
       return;
     }
   }
   throwIfAborted(opts.signal);
-  progress?.emit({ kind: 'blob', phase: 'start', digest: d.digest, size: d.size });
   const stream = await src.fetch(d, call);
   try {
     await dst.push(d, stream, call);
@@ -198,7 +199,6 @@ export async function copyBlob(src: ContentSource, dst: ContentTarget, d: Descri
     stream.destroy();
     throw e;
   }
-  progress?.emit({ kind: 'blob', phase: 'done', digest: d.digest, size: d.size });
   if (stats) {
     stats.blobsCopied++;
     stats.bytesCopied += d.size;
@@ -236,7 +236,6 @@ export async function executePlan(src: ContentSource, dst: ContentTarget, plan: 
       await dst.push(m.descriptor, m.raw, call);
       stats.manifestsPushed++;
     }
-    opts.progress?.emit({ kind: 'manifest', phase: 'done', digest: m.descriptor.digest, mediaType: m.descriptor.mediaType });
   }
   return stats;
 }

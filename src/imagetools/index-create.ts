@@ -380,12 +380,10 @@ export async function createIndex(sources: readonly IndexSource[], targets: read
     }
     throwIfAborted(opts.signal);
     if (!(await t.target.exists(built.descriptor, c))) await t.target.push(built.descriptor, built.raw, c);
-    opts.progress?.emit({ kind: 'manifest', phase: 'done', digest: built.descriptor.digest, mediaType, what: t.input });
   }
   for (const t of targets) {
     throwIfAborted(opts.signal);
     await t.target.tag(built.descriptor, t.reference, c);
-    opts.progress?.emit({ kind: 'tag', reference: t.input, digest: built.descriptor.digest });
     await t.target.close?.(c);
     result.pushed.push(t.input);
   }

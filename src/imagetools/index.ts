@@ -25,5 +25,5 @@ export {
 } from './index-create.js';
 export { parseSpec, expandTemplate, fromArgs, type IndexRequest } from './spec.js';
 export { mirror, mirrorTargetName, parseImageList, type MirrorOptions, type MirrorItem } from './mirror.js';
-export { openSource, openTarget, canMount, type OpenContext, type Opened, type RepositoryOpener, type ArchiveOpener } from './open.js';
+export { openSource, openTarget, canMount, type OpenContext, type Opened, type RepositoryOpener } from './open.js';
 export { MemoryTarget } from './memory.js';

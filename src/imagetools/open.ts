@@ -1,33 +1,35 @@
 import { ArchwayError } from '../util/index.js';
 import { formatReference, parseLocation, referenceTagOrDigest, repositoryName, type ImageLocation, type Reference } from '../ref/index.js';
-import type { CallOptions, ContentSource, ContentTarget } from '../image/index.js';
-import { OciLayout, Store } from '../store/index.js';
+import type { ContentSource, ContentTarget } from '../image/index.js';
+import { Store } from '../store/index.js';
+import { RegistryClient, loadRegistrySettings } from '../registry/index.js';
+import { openFileSource, openFileTarget } from '../archive/index.js';
+import type { ProgressSink } from '../progress/index.js';
 
 /** Whatever hands out a registry repository as a ContentTarget (archway's RegistryClient does). */
 export interface RepositoryOpener {
   repository(ref: Reference): ContentTarget;
 }
 
-/** Opens archive locations (oci-archive, docker-archive) as sources or targets. */
-export interface ArchiveOpener {
-  openSource(loc: Extract<ImageLocation, { transport: 'oci-archive' | 'docker-archive' }>, opts: CallOptions): Promise<ContentSource>;
-  openTarget(loc: Extract<ImageLocation, { transport: 'oci-archive' | 'docker-archive' }>, opts: CallOptions): Promise<ContentTarget>;
-}
-
-export interface OpenContext extends CallOptions {
+export interface OpenContext {
+  signal?: AbortSignal;
+  progress?: ProgressSink;
   env?: NodeJS.ProcessEnv;
-  /** The registry client; required for registry locations. */
+  /** The registry client; made on first use from the settings file and `insecureRegistries` when absent. */
   registry?: RepositoryOpener;
+  /** Hosts allowed plain HTTP or unverified TLS (`--insecure-registry`). */
+  insecureRegistries?: string[];
+  /** The registry settings file (default: the registry folder's default path). */
+  registryConfig?: string;
   /** The local store; opened from $ARCHWAY_HOME on first use when absent. */
   store?: Store;
-  archives?: ArchiveOpener;
 }
 
 export interface Opened<T extends ContentSource> {
   location: ImageLocation;
   /** The source or target itself. */
   content: T;
-  /** The tag or digest within it ('' for a layout with a single image). */
+  /** The tag or digest within it ('' for a layout or archive with a single image). */
   reference: string;
   /** For registry locations: `host/repository`, to decide whether a mount can work. */
   repository?: string;
@@ -37,6 +39,7 @@ export interface Opened<T extends ContentSource> {
 }
 
 const storeCache = new WeakMap<OpenContext, Promise<Store>>();
+const registryCache = new WeakMap<OpenContext, Promise<RepositoryOpener>>();
 
 async function storeOf(ctx: OpenContext): Promise<Store> {
   if (ctx.store) return ctx.store;
@@ -48,9 +51,17 @@ async function storeOf(ctx: OpenContext): Promise<Store> {
   return p;
 }
 
-function registryOf(ctx: OpenContext, loc: ImageLocation): RepositoryOpener {
-  if (!ctx.registry) throw new ArchwayError('USAGE', `${loc.input}: no registry client configured`);
-  return ctx.registry;
+async function registryOf(ctx: OpenContext): Promise<RepositoryOpener> {
+  if (ctx.registry) return ctx.registry;
+  let p = registryCache.get(ctx);
+  if (!p) {
+    p = (async () => {
+      const settings = await loadRegistrySettings({ ...(ctx.registryConfig ? { file: ctx.registryConfig } : {}), ...(ctx.env ? { env: ctx.env } : {}), ...(ctx.signal ? { signal: ctx.signal } : {}) });
+      return new RegistryClient({ settings, insecureRegistries: ctx.insecureRegistries ?? [], ...(ctx.progress ? { progress: ctx.progress } : {}) });
+    })();
+    registryCache.set(ctx, p);
+  }
+  return p;
 }
 
 function asLocation(loc: ImageLocation | string): ImageLocation {
@@ -59,30 +70,33 @@ function asLocation(loc: ImageLocation | string): ImageLocation {
 
 async function open(locIn: ImageLocation | string, ctx: OpenContext, write: boolean): Promise<Opened<ContentTarget>> {
   const loc = asLocation(locIn);
-  const opts: CallOptions = { ...(ctx.signal ? { signal: ctx.signal } : {}), ...(ctx.progress ? { progress: ctx.progress } : {}) };
+  const so = ctx.signal ? { signal: ctx.signal } : {};
   switch (loc.transport) {
     case 'registry': {
-      const content = registryOf(ctx, loc).repository(loc.ref);
+      const content = (await registryOf(ctx)).repository(loc.ref);
       return { location: loc, content, reference: referenceTagOrDigest(loc.ref), repository: repositoryName(loc.ref), registry: loc.ref.registry, input: loc.input };
     }
     case 'store': {
       const store = await storeOf(ctx);
-      // The store names images by their full reference; a digest pins one.
+      // The store names images by their full reference; a digest pins one when reading.
       const { digest, ...named } = loc.ref;
       const reference = write || !digest ? formatReference(named) : digest;
       return { location: loc, content: store, reference, input: loc.input };
     }
-    case 'oci': {
-      const content = await OciLayout.open(loc.path, { create: write, ...(ctx.signal ? { signal: ctx.signal } : {}) });
-      return { location: loc, content, reference: loc.tag ?? (write ? 'latest' : ''), input: loc.input };
-    }
+    case 'oci':
     case 'oci-archive':
     case 'docker-archive': {
-      if (!ctx.archives) throw new ArchwayError('USAGE', `${loc.input}: archives are not available in this build`);
-      const content = write ? await ctx.archives.openTarget(loc, opts) : await ctx.archives.openSource(loc, opts);
-      const reference = loc.transport === 'oci-archive' ? (loc.tag ?? '') : loc.ref ? formatReference(loc.ref) : '';
-      return { location: loc, content: content as ContentTarget, reference, input: loc.input };
+      if (write) {
+        const t = await openFileTarget(loc, so);
+        // A layout written without a tag still needs a name for its root: skopeo writes `latest`.
+        const reference = t.reference === '' && loc.transport === 'oci' ? 'latest' : t.reference;
+        return { location: loc, content: t.target, reference, input: loc.input };
+      }
+      const s = await openFileSource(loc, so);
+      return { location: loc, content: s.source as ContentTarget, reference: s.reference, input: loc.input };
     }
+    default:
+      throw new ArchwayError('REFERENCE', `unknown location ${(loc as ImageLocation).input}`);
   }
 }
 
@@ -91,7 +105,7 @@ export async function openSource(loc: ImageLocation | string, ctx: OpenContext =
   return open(loc, ctx, false);
 }
 
-/** Maps a location to a target (created when it is a new OCI layout) and the tag to write. */
+/** Maps a location to a target (created when it is a new OCI layout or archive) and the tag to write. */
 export async function openTarget(loc: ImageLocation | string, ctx: OpenContext = {}): Promise<Opened<ContentTarget>> {
   return open(loc, ctx, true);
 }
