@@ -1,0 +1,380 @@
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { cpus } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { ArchwayError, errorMessage, isArchwayError, Limiter } from '../util/index.js';
+import {
+  Annotation,
+  formatPlatform,
+  hostPlatform,
+  platformEquals,
+  type Descriptor,
+  type ImageConfig,
+  type Platform,
+} from '../oci/index.js';
+import { parseLocation, parseReference, withDefaultTag, formatReference } from '../ref/index.js';
+import { nullProgress } from '../progress/index.js';
+import { applyLayer } from '../layer/index.js';
+import { buildImage, buildIndex, resolveImageForPlatform, type ContentSource, type LoadedImage } from '../image/index.js';
+import { Store } from '../store/index.js';
+import { copyImage, openSource, openTarget, type OpenContext } from '../imagetools/index.js';
+import { formatPlan, type BuildPlan, type StageNode } from '../graph/index.js';
+import { dockerignoreMatcher, planBuild } from '../dockerfile/index.js';
+import { canRun } from '../sandbox/index.js';
+import type { SourceTree } from './context.js';
+import { cleanStaleMounts } from './rootfs.js';
+import { Solver, type StageState } from './solver.js';
+import type { BuildOptions, BuildResult, OutputSpec, PlatformOutcome } from './types.js';
+
+/** Reads the Dockerfile and its ignore file (`Dockerfile.dockerignore` beside it wins over the context's). */
+async function readInputs(opts: BuildOptions): Promise<{ file: string; text: string; ignore: (rel: string, isDir: boolean) => boolean }> {
+  const context = path.resolve(opts.context);
+  let st;
+  try {
+    st = await fs.stat(context);
+  } catch {
+    throw new ArchwayError('NOT_FOUND', `build context "${opts.context}" does not exist`);
+  }
+  if (!st.isDirectory()) throw new ArchwayError('USAGE', `build context "${opts.context}" is not a directory`);
+  const file = opts.dockerfile ? path.resolve(opts.dockerfile) : path.join(context, 'Dockerfile');
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch {
+    throw new ArchwayError('NOT_FOUND', `Dockerfile "${opts.dockerfile ?? path.join(opts.context, 'Dockerfile')}" not found`, { hint: 'give its path with -f' });
+  }
+  let ignoreText = '';
+  for (const candidate of [`${file}.dockerignore`, path.join(context, '.dockerignore')]) {
+    try {
+      ignoreText = await fs.readFile(candidate, 'utf8');
+      break;
+    } catch {
+      /* try the next */
+    }
+  }
+  const matcher = dockerignoreMatcher(ignoreText);
+  return { file, text, ignore: (rel, isDir) => matcher(rel, isDir) };
+}
+
+export interface PlannedBuild {
+  plan: BuildPlan;
+  platforms: Platform[];
+  file: string;
+}
+
+/** Parses and plans without running anything (for --dry-run and for the build itself). */
+export async function planDockerfile(opts: BuildOptions): Promise<PlannedBuild & { text: string; ignore: (rel: string, isDir: boolean) => boolean }> {
+  const { file, text, ignore } = await readInputs(opts);
+  const platforms = opts.platforms && opts.platforms.length > 0 ? opts.platforms : [hostPlatform()];
+  const plan = planBuild(planInputs(opts, text, file));
+  return { plan, platforms, file, text, ignore };
+}
+
+function planInputs(opts: BuildOptions, text: string, file: string): Parameters<typeof planBuild>[0] {
+  return {
+    dockerfile: text,
+    filename: path.relative(process.cwd(), file) || file,
+    platforms: opts.platforms && opts.platforms.length > 0 ? opts.platforms : [hostPlatform()],
+    buildPlatform: hostPlatform(),
+    buildArgs: opts.buildArgs ?? {},
+    ...(opts.target ? { target: opts.target } : {}),
+  };
+}
+
+export { formatPlan };
+
+/** What a stage's base resolves to, checked before any work starts. */
+type BaseOpener = (ref: string, platform: Platform) => Promise<{ source: ContentSource; image: LoadedImage }>;
+
+function makeBaseOpener(store: Store, opts: BuildOptions, openContext: OpenContext): BaseOpener {
+  const memo = new Map<string, Promise<{ source: ContentSource; image: LoadedImage }>>();
+  const pulls = new Map<string, Promise<void>>();
+  const signalOpt = opts.signal ? { signal: opts.signal } : {};
+  return (ref, platform) => {
+    const key = `${ref}\0${formatPlatform(platform)}`;
+    let hit = memo.get(key);
+    if (!hit) {
+      hit = (async () => {
+        const name = formatReference(withDefaultTag(parseReference(ref)));
+        let root: Descriptor | undefined;
+        try {
+          root = await store.resolve(name, signalOpt);
+        } catch (e) {
+          if (!isArchwayError(e, 'NOT_FOUND')) throw e;
+        }
+        if (root) {
+          try {
+            return { source: store as ContentSource, image: await resolveImageForPlatform(store, root, platform, { ...signalOpt, strict: true, what: ref }) };
+          } catch (e) {
+            if (!isArchwayError(e, 'PLATFORM')) throw e;
+            // The local copy lacks this platform: the registry may have it.
+          }
+        }
+        // Not here: pull what the build needs into the store (the image index for these platforms).
+        let pull = pulls.get(name);
+        if (!pull) {
+          pull = (async () => {
+            const src = await openSource(parseLocation(name, 'registry'), openContext);
+            const rootDesc = await src.content.resolve(src.reference, signalOpt);
+            await resolveImageForPlatform(src.content, rootDesc, platform, { ...signalOpt, strict: true, what: ref });
+            await copyImage(src.content, src.reference, store, [name], { ...signalOpt, platforms: opts.platforms && opts.platforms.length > 0 ? [...opts.platforms, platform] : [platform], progress: opts.progress ?? nullProgress });
+          })();
+          pulls.set(name, pull);
+        }
+        await pull;
+        const pulled = await store.resolve(name, signalOpt);
+        return { source: store as ContentSource, image: await resolveImageForPlatform(store, pulled, platform, { ...signalOpt, strict: true, what: ref }) };
+      })();
+      memo.set(key, hit);
+      hit.catch(() => memo.delete(key));
+    }
+    return hit;
+  };
+}
+
+function targetPlatformsOf(stage: StageNode): Platform {
+  return stage.targetPlatforms.length === 1 ? (stage.targetPlatforms[0] as Platform) : stage.platform;
+}
+
+/**
+ * Checks before any work what would otherwise fail deep inside a build: every base image has every
+ * platform it is needed for, and every platform with RUN steps can run here.
+ */
+async function preflight(plan: BuildPlan, openBase: BaseOpener, signal?: AbortSignal): Promise<void> {
+  const problems: string[] = [];
+  const seen = new Set<string>();
+  for (const stage of plan.stages) {
+    const refs: Array<{ ref: string; platform: Platform }> = [];
+    if (stage.base.kind === 'image') refs.push({ ref: stage.base.ref, platform: stage.base.platform });
+    for (const step of stage.steps) if ((step.kind === 'copy' || step.kind === 'add') && step.from.kind === 'image') refs.push({ ref: step.from.ref, platform: step.from.platform });
+    for (const r of refs) {
+      const k = `${r.ref} ${formatPlatform(r.platform)}`;
+      if (seen.has(k)) continue;
+      seen.add(k);
+      try {
+        await openBase(r.ref, r.platform);
+      } catch (e) {
+        if (signal?.aborted) throw e;
+        if (isArchwayError(e, 'PLATFORM')) problems.push(`base image ${e.message} (Dockerfile line ${stage.line})`);
+        else throw e;
+      }
+    }
+  }
+  if (problems.length > 0) {
+    throw new ArchwayError('PLATFORM', problems.join('\n'), {
+      hint: 'build only the platforms the base has (--platform), or use a base that has them all (a mirror that copied only one architecture is a common cause: archway copy --multi-arch all)',
+    });
+  }
+  const cannot = new Map<string, string>();
+  for (const stage of plan.stages) {
+    if (!stage.steps.some((s) => s.kind === 'run')) continue;
+    const res = await canRun(stage.platform);
+    if (!res.ok) cannot.set(formatPlatform(stage.platform), res.reason ?? 'no emulator');
+  }
+  if (cannot.size > 0) {
+    const archs = [...cannot.keys()].map((p) => p.split('/')[1]).join(',');
+    throw new ArchwayError('EMULATION', `cannot run RUN steps for ${[...cannot.entries()].map(([p, why]) => `${p} (${why})`).join(', ')}`, {
+      hint: `register QEMU emulators with: archway binfmt --install ${archs}  (needs the Debian package qemu-user-static)`,
+    });
+  }
+}
+
+/** OCI labels every build records: when, and the source and revision when known. */
+function provenanceLabels(context: string, sourceDateEpoch: number | undefined): Record<string, string> {
+  const labels: Record<string, string> = { [Annotation.Created]: new Date(sourceDateEpoch !== undefined ? sourceDateEpoch * 1000 : Date.now()).toISOString() };
+  const git = (args: string[]): string | undefined => {
+    const r = spawnSync('git', ['-C', context, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 });
+    return r.status === 0 ? r.stdout.trim() || undefined : undefined;
+  };
+  const revision = git(['rev-parse', 'HEAD']);
+  if (revision) labels[Annotation.Revision] = revision;
+  const remote = git(['config', '--get', 'remote.origin.url']);
+  if (remote && !/\/\/[^/]*@/.test(remote)) labels[Annotation.Source] = remote;
+  return labels;
+}
+
+/**
+ * Builds a Dockerfile for every requested platform and publishes the result. Platforms build
+ * concurrently (bounded by `jobs`); one failing does not stop the others, but nothing is published
+ * unless every required platform succeeded.
+ */
+export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> {
+  const progress = opts.progress ?? nullProgress;
+  const signalOpt = opts.signal ? { signal: opts.signal } : {};
+  const first = await planDockerfile(opts);
+  const { ignore } = first;
+  let plan = first.plan;
+  const warnings = plan.warnings.map((w) => `${w.file}:${w.line}: ${w.message}`);
+  for (const w of warnings) progress.emit({ kind: 'message', level: 'warn', text: w });
+  const store = await Store.open({ ...(opts.env ? { env: opts.env } : {}), ...signalOpt });
+  const scratch = path.join(store.tmpDir, 'mounts');
+  await cleanStaleMounts(scratch);
+  const openContext: OpenContext = { store, ...(opts.insecureRegistries ? { insecureRegistries: opts.insecureRegistries } : {}), ...(opts.env ? { env: opts.env } : {}), ...signalOpt, progress };
+  const openBase = makeBaseOpener(store, opts, openContext);
+  await preflight(plan, openBase, opts.signal);
+  // Now that the bases are known, plan again with their environments (ENV PATH=$PATH:/x needs the base's PATH).
+  const baseEnvs = new Map<string, Record<string, string>>();
+  for (const stage of plan.stages) {
+    if (stage.base.kind !== 'image') continue;
+    const { image } = await openBase(stage.base.ref, stage.base.platform);
+    const env: Record<string, string> = {};
+    for (const e of image.config.config?.Env ?? []) {
+      const i = e.indexOf('=');
+      if (i > 0) env[e.slice(0, i)] = e.slice(i + 1);
+    }
+    baseEnvs.set(`${stage.base.ref}\0${formatPlatform(stage.base.platform)}`, env);
+  }
+  if (baseEnvs.size > 0) {
+    plan = planBuild({ ...planInputs(opts, first.text, first.file), baseImageEnv: (ref, p) => baseEnvs.get(`${ref}\0${formatPlatform(p)}`) });
+  }
+
+  const envEpoch = (opts.env ?? process.env).SOURCE_DATE_EPOCH;
+  const sourceDateEpoch = envEpoch && /^\d+$/.test(envEpoch) ? Number(envEpoch) : undefined;
+  const contextTree: SourceTree = { label: 'build context', root: path.resolve(opts.context), ignored: ignore };
+  const solver = new Solver({
+    store,
+    contextTree,
+    openBase,
+    noCache: opts.noCache ?? false,
+    network: opts.network ?? 'default',
+    buildPlatform: hostPlatform(),
+    targetPlatformOf: targetPlatformsOf,
+    ...(sourceDateEpoch !== undefined ? { sourceDateEpoch } : {}),
+    ...signalOpt,
+    progress,
+  });
+
+  const labels = { ...provenanceLabels(opts.context, sourceDateEpoch), ...(opts.labels ?? {}) };
+  const jobs = new Limiter(Math.max(1, opts.jobs ?? cpus().length));
+  const settled = await Promise.allSettled(
+    plan.targets.map((t) =>
+      jobs.run(async () => {
+        const state = await solver.solveStage(t.stage);
+        return finishImage(store, state, t.platform, labels, opts.signal);
+      }, opts.signal),
+    ),
+  );
+  if (opts.signal?.aborted) throw new ArchwayError('INTERRUPTED', 'build interrupted; nothing was published');
+
+  const outcomes: PlatformOutcome[] = plan.targets.map((t, i) => {
+    const r = settled[i] as PromiseSettledResult<Descriptor>;
+    const s = solver.stats.get(formatPlatform(t.platform));
+    const base = { platform: formatPlatform(t.platform), emulatedMs: s?.emulatedMs ?? 0, stepsRun: s?.run ?? 0, stepsCached: s?.cached ?? 0 };
+    return r.status === 'fulfilled' ? { ...base, ok: true, descriptor: r.value } : { ...base, ok: false, error: errorMessage(r.reason) };
+  });
+  const advice = crossCompileAdvice(solver);
+  const failedRequired = outcomes.filter((o, i) => !o.ok && !(opts.optionalPlatforms ?? []).some((p) => platformEquals(p, plan.targets[i]?.platform as Platform)));
+  if (failedRequired.length > 0) {
+    const first = settled.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+    const firstErr: unknown = first?.reason;
+    const code = isArchwayError(firstErr) ? firstErr.code : 'STEP_FAILED';
+    const summary = outcomes.map((o) => `  ${o.platform}: ${o.ok ? 'ok' : `FAILED: ${o.error?.split('\n')[0]}`}`).join('\n');
+    throw new ArchwayError(code, `build failed for ${failedRequired.map((o) => o.platform).join(', ')}; nothing was published\n${failedRequired.map((o) => o.error).join('\n')}\nsummary:\n${summary}`, {
+      details: { outcomes },
+      ...(isArchwayError(firstErr) && firstErr.hint ? { hint: firstErr.hint } : {}),
+    });
+  }
+  for (const o of outcomes) if (!o.ok) progress.emit({ kind: 'message', level: 'warn', text: `optional platform ${o.platform} failed and is left out: ${o.error?.split('\n')[0]}` });
+
+  const images = outcomes.filter((o) => o.ok && o.descriptor).map((o) => o.descriptor as Descriptor);
+  let root: Descriptor;
+  if (images.length === 1 && !opts.forceIndex) root = images[0] as Descriptor;
+  else {
+    const idx = buildIndex(images);
+    await store.push(idx.descriptor, idx.raw, signalOpt);
+    root = idx.descriptor;
+  }
+  const tags = (opts.tags ?? []).map((t) => formatReference(withDefaultTag(parseReference(t))));
+  await exportOutputs(store, root, images, tags, opts, openContext);
+  return { outcomes, root, tags, warnings, advice };
+}
+
+async function finishImage(store: Store, state: StageState, platform: Platform, labels: Record<string, string>, signal?: AbortSignal): Promise<Descriptor> {
+  const config: ImageConfig = structuredClone(state.config);
+  config.config ??= {};
+  config.config.Labels = { ...(config.config.Labels ?? {}), ...labels };
+  const created = labels[Annotation.Created];
+  if (created) config.created = created;
+  // The image is for the target platform even when its last stage ran elsewhere (cross-compiled copies).
+  config.os = platform.os;
+  config.architecture = platform.architecture;
+  if (platform.variant) config.variant = platform.variant;
+  else delete config.variant;
+  const built = buildImage(config, state.layers);
+  const s = signal ? { signal } : {};
+  await store.push(built.configDescriptor, built.config, s);
+  await store.push(built.manifestDescriptor, built.manifest, s);
+  return built.manifestDescriptor;
+}
+
+function crossCompileAdvice(solver: Solver): string[] {
+  const out: string[] = [];
+  const seen = new Set<string>();
+  for (const [platform, s] of solver.stats) {
+    for (const slow of s.slowEmulatedSteps) {
+      if (slow.ms < 10_000 || seen.has(slow.stage.id)) continue;
+      seen.add(slow.stage.id);
+      out.push(
+        `[${platform}] "${slow.step.display}" (line ${slow.step.line}) ran ${(slow.ms / 1000).toFixed(0)}s under emulation. If it compiles code, cross-compile it natively:\n` +
+          `  FROM --platform=$BUILDPLATFORM ${slow.stage.base.kind === 'image' ? slow.stage.base.ref : 'builder-image'} AS build\n  ARG TARGETOS TARGETARCH\n  RUN <build for $TARGETOS/$TARGETARCH>\n  FROM ...\n  COPY --from=build /out /`,
+      );
+    }
+  }
+  return out;
+}
+
+async function exportOutputs(store: Store, root: Descriptor, images: Descriptor[], tags: string[], opts: BuildOptions, ctx: OpenContext): Promise<void> {
+  const signalOpt = opts.signal ? { signal: opts.signal } : {};
+  const progress = opts.progress ?? nullProgress;
+  const outputs: OutputSpec[] = opts.outputs && opts.outputs.length > 0 ? opts.outputs : [{ type: 'store' }];
+  // The local store always gets the tags: it is the embedded default, and what `archway run` reads.
+  for (const t of tags) await store.tag(root, t, signalOpt);
+  for (const out of outputs) {
+    if (out.type === 'store') continue;
+    if (out.type === 'registry') {
+      const names = out.name ? out.name.split(',') : tags;
+      if (names.length === 0) throw new ArchwayError('USAGE', 'pushing needs a name: give -t NAME or --output type=registry,name=NAME');
+      if (out.pushByDigest) {
+        const meta: Record<string, unknown> = {};
+        for (const name of names) {
+          const dst = await openTarget(parseLocation(name.replace(/:[^/:]+$/, ''), 'registry'), ctx);
+          for (const img of images) {
+            await copyImage(store, img.digest, dst.content, [], { ...signalOpt, progress });
+            meta[formatPlatform(img.platform ?? hostPlatform())] = { digest: img.digest, name: formatReference(parseReference(name.replace(/:[^/:]+$/, ''))) };
+          }
+        }
+        if (opts.metadataFile) await fs.writeFile(opts.metadataFile, `${JSON.stringify({ 'containerimage.digest': root.digest, platforms: meta, images: images.map((i) => ({ digest: i.digest, platform: i.platform ? formatPlatform(i.platform) : undefined })) }, null, 2)}\n`);
+        continue;
+      }
+      for (const name of names) {
+        const loc = parseLocation(name, 'registry');
+        const dst = await openTarget(loc, ctx);
+        await copyImage(store, root.digest, dst.content, [dst.reference], { ...signalOpt, progress });
+      }
+      if (opts.metadataFile) await fs.writeFile(opts.metadataFile, `${JSON.stringify({ 'containerimage.digest': root.digest, 'image.name': names.join(',') }, null, 2)}\n`);
+      continue;
+    }
+    if (out.type === 'oci' || out.type === 'docker') {
+      if (out.type === 'docker' && images.length > 1) {
+        throw new ArchwayError('USAGE', 'a docker-archive holds one platform; build one --platform for type=docker, or use type=oci');
+      }
+      const name = tags[0];
+      const spec = out.type === 'oci' ? `oci-archive:${out.dest}${name ? `:${name.replace(/^.*\//, '').replace(/:.*/, '')}` : ''}` : `docker-archive:${out.dest}${name ? `:${name}` : ''}`;
+      const dst = await openTarget(parseLocation(spec), ctx);
+      await copyImage(store, root.digest, dst.content, [dst.reference], { ...signalOpt, progress });
+      continue;
+    }
+    if (out.type === 'local') {
+      for (const img of images) {
+        const p = img.platform ?? hostPlatform();
+        const dir = images.length === 1 ? out.dest : path.join(out.dest, formatPlatform(p).replace(/\//g, '_'));
+        await fs.mkdir(dir, { recursive: true });
+        const loaded = await resolveImageForPlatform(store, img, p, signalOpt);
+        for (const layer of loaded.manifest.value.layers) {
+          await applyLayer(await store.fetch(layer, signalOpt), dir, { mediaType: layer.mediaType, ...signalOpt });
+        }
+        progress.emit({ kind: 'message', level: 'info', text: `wrote ${formatPlatform(p)} root filesystem to ${dir}` });
+      }
+    }
+  }
+}

@@ -1,0 +1,5 @@
+export { buildDockerfile, planDockerfile, formatPlan } from './facade.js';
+export type { BuildOptions, BuildResult, OutputSpec, PlatformOutcome } from './types.js';
+export { resolveInRoot, cleanSourcePath } from './context.js';
+export { cleanStaleMounts, withMergedRoot } from './rootfs.js';
+export { layerSnapshot, layerSnapshots } from './snapshots.js';

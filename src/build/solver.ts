@@ -1,0 +1,499 @@
+import { createReadStream, promises as fs } from 'node:fs';
+import { cpus } from 'node:os';
+import * as path from 'node:path';
+import { createHash } from 'node:crypto';
+import { ArchwayError, errorMessage, isArchwayError, Limiter, SingleFlight, throwIfAborted } from '../util/index.js';
+import {
+  formatPlatform,
+  MediaType,
+  platformArgs,
+  type Descriptor,
+  type Digest,
+  type ImageConfig,
+  type Platform,
+} from '../oci/index.js';
+import { nullProgress, type ProgressSink } from '../progress/index.js';
+import { applyLayer, writeLayerFromDirectory, writeLayerFromOverlayUpper, type LayerInfo } from '../layer/index.js';
+import { buildImage, emptyConfig, resolveImageForPlatform, type ContentSource, type LayerRef, type LoadedImage } from '../image/index.js';
+import type { Store } from '../store/index.js';
+import type { AddStep, CopySource, CopyStep, RunStep, StageNode, Step } from '../graph/index.js';
+import { runInSandbox } from '../sandbox/index.js';
+import { cleanSourcePath, digestSources, expandSource, type SourceTree } from './context.js';
+import { parseChmod, parseChown, stageCopy } from './copy.js';
+import { lookupInLayers, readFileFromLayers, withMergedRoot } from './rootfs.js';
+import { layerSnapshots } from './snapshots.js';
+
+/** What a stage has built so far: the image config and the layers under it. */
+export interface StageState {
+  /** Cache key of this state: everything that produced it. */
+  key: string;
+  config: ImageConfig;
+  layers: LayerRef[];
+  platform: Platform;
+}
+
+interface CacheRecord {
+  config: ImageConfig;
+  layers: Array<{ descriptor: Descriptor; diffID: Digest }>;
+}
+
+export interface SolverOptions {
+  store: Store;
+  contextTree: SourceTree;
+  /** Opens the source of a base image by reference (the store first, then the registry). */
+  openBase: (ref: string, platform: Platform) => Promise<{ source: ContentSource; image: LoadedImage }>;
+  noCache: boolean;
+  network: 'default' | 'none' | 'host';
+  buildPlatform: Platform;
+  targetPlatformOf: (stage: StageNode) => Platform;
+  sourceDateEpoch?: number;
+  signal?: AbortSignal;
+  progress: ProgressSink;
+}
+
+const SHORT_OUTPUT_LINES = 20;
+
+/** Counts per platform, for the summary and the cross-compilation advice. */
+export interface StepStats {
+  run: number;
+  cached: number;
+  emulatedMs: number;
+  slowEmulatedSteps: Array<{ stage: StageNode; step: RunStep; ms: number }>;
+}
+
+/**
+ * Executes stages of a plan with the cache. Each stage is solved once per id (stages shared by
+ * several targets are solved once), RUN steps are bounded by the CPU count since emulated steps
+ * are CPU-bound, and a step whose cache record exists is not run again.
+ */
+export class Solver {
+  private readonly stageFlights = new SingleFlight<StageState>();
+  private readonly stageResults = new Map<string, Promise<StageState>>();
+  private readonly layerFlights = new SingleFlight<LayerRef>();
+  private readonly runLimiter = new Limiter(Math.max(1, cpus().length));
+  readonly stats = new Map<string, StepStats>();
+
+  constructor(private readonly o: SolverOptions) {}
+
+  private statsFor(p: Platform): StepStats {
+    const k = formatPlatform(p);
+    let s = this.stats.get(k);
+    if (!s) {
+      s = { run: 0, cached: 0, emulatedMs: 0, slowEmulatedSteps: [] };
+      this.stats.set(k, s);
+    }
+    return s;
+  }
+
+  solveStage(stage: StageNode): Promise<StageState> {
+    const existing = this.stageResults.get(stage.id);
+    if (existing) return existing;
+    const p = this.stageFlights.do(stage.id, () => this.runStage(stage));
+    this.stageResults.set(stage.id, p);
+    return p;
+  }
+
+  private async baseState(stage: StageNode): Promise<StageState> {
+    const base = stage.base;
+    if (base.kind === 'scratch') {
+      return { key: sha(`scratch\0${formatPlatform(stage.platform)}`), config: emptyConfig(stage.platform), layers: [], platform: stage.platform };
+    }
+    if (base.kind === 'stage') return this.solveStage(base.stage);
+    const { image } = await this.o.openBase(base.ref, base.platform);
+    const layers = image.manifest.value.layers.map((d, i) => ({ descriptor: d, diffID: image.config.rootfs.diff_ids[i] as Digest }));
+    const config: ImageConfig = JSON.parse(image.rawConfig.toString('utf8')) as ImageConfig;
+    return { key: sha(`image\0${image.descriptor.digest}`), config, layers, platform: image.platform };
+  }
+
+  private async runStage(stage: StageNode): Promise<StageState> {
+    let state = await this.baseState(stage);
+    // A stage built on another stage or image takes that state but runs on its own platform.
+    state = { ...state, platform: stage.platform };
+    for (const step of stage.steps) {
+      throwIfAborted(this.o.signal);
+      state = await this.runStep(stage, state, step);
+    }
+    return state;
+  }
+
+  private async runStep(stage: StageNode, state: StageState, step: Step): Promise<StageState> {
+    const platform = formatPlatform(this.o.targetPlatformOf(stage));
+    const stats = this.statsFor(this.o.targetPlatformOf(stage));
+    const id = `${stage.id.slice(0, 12)}:${step.line}`;
+    const text = step.display;
+    const started = Date.now();
+    const emit = (phase: 'start' | 'done' | 'cached' | 'error', error?: string): void =>
+      this.o.progress.emit({ kind: 'step', phase, id, platform, text, ...(phase !== 'start' ? { durationMs: Date.now() - started } : {}), ...(error ? { error } : {}) });
+    const config = structuredClone(state.config);
+    config.config ??= {};
+    const history = (created_by: string, empty: boolean): void => {
+      config.history = [...(config.history ?? []), { created: this.created(), created_by, comment: 'archway', ...(empty ? { empty_layer: true } : {}) }];
+    };
+    const c = config.config;
+    switch (step.kind) {
+      case 'env':
+        for (const { key, value } of step.pairs) c.Env = setEnv(c.Env ?? [], key, value);
+        history(`ENV ${step.pairs.map((p) => `${p.key}=${p.value}`).join(' ')}`, true);
+        return { ...state, key: sha(`${state.key}\0${step.key}`), config };
+      case 'workdir': {
+        const wd = path.posix.resolve(c.WorkingDir || '/', step.path);
+        c.WorkingDir = wd;
+        history(`WORKDIR ${wd}`, true);
+        return { ...state, key: sha(`${state.key}\0WORKDIR ${wd}`), config };
+      }
+      case 'user':
+        c.User = step.user;
+        history(`USER ${step.user}`, true);
+        return { ...state, key: sha(`${state.key}\0USER ${step.user}`), config };
+      case 'label':
+        c.Labels = { ...(c.Labels ?? {}) };
+        for (const { key, value } of step.pairs) c.Labels[key] = value;
+        history(`LABEL ${step.pairs.map((p) => `${p.key}=${p.value}`).join(' ')}`, true);
+        return { ...state, key: sha(`${state.key}\0${step.key}`), config };
+      case 'expose':
+        c.ExposedPorts = { ...(c.ExposedPorts ?? {}) };
+        for (const port of step.ports) c.ExposedPorts[port] = {};
+        history(`EXPOSE ${step.ports.join(' ')}`, true);
+        return { ...state, key: sha(`${state.key}\0${step.key}`), config };
+      case 'volume':
+        c.Volumes = { ...(c.Volumes ?? {}) };
+        for (const v of step.paths) c.Volumes[v] = {};
+        history(`VOLUME ${JSON.stringify(step.paths)}`, true);
+        return { ...state, key: sha(`${state.key}\0${step.key}`), config };
+      case 'stopsignal':
+        c.StopSignal = step.signal;
+        history(`STOPSIGNAL ${step.signal}`, true);
+        return { ...state, key: sha(`${state.key}\0${step.key}`), config };
+      case 'healthcheck': {
+        const hc: NonNullable<typeof c.Healthcheck> = { Test: step.test };
+        if (step.interval !== undefined) hc.Interval = step.interval;
+        if (step.timeout !== undefined) hc.Timeout = step.timeout;
+        if (step.startPeriod !== undefined) hc.StartPeriod = step.startPeriod;
+        if (step.startInterval !== undefined) hc.StartInterval = step.startInterval;
+        if (step.retries !== undefined) hc.Retries = step.retries;
+        c.Healthcheck = hc;
+        history(`HEALTHCHECK ${step.test.join(' ')}`, true);
+        return { ...state, key: sha(`${state.key}\0${step.key}`), config };
+      }
+      case 'entrypoint':
+        c.Entrypoint = step.args;
+        // BuildKit drops a CMD inherited from the base when ENTRYPOINT is set, but keeps one set earlier in this stage.
+        if (!stage.steps.slice(0, stage.steps.indexOf(step)).some((s) => s.kind === 'cmd')) c.Cmd = null;
+        history(`ENTRYPOINT ${JSON.stringify(step.args)}`, true);
+        return { ...state, key: sha(`${state.key}\0${step.key}`), config };
+      case 'cmd':
+        c.Cmd = step.args;
+        history(`CMD ${JSON.stringify(step.args)}`, true);
+        return { ...state, key: sha(`${state.key}\0${step.key}`), config };
+      case 'shell':
+        c.Shell = step.shell;
+        history(`SHELL ${JSON.stringify(step.shell)}`, true);
+        return { ...state, key: sha(`${state.key}\0${step.key}`), config };
+      case 'onbuild':
+        c.OnBuild = [...(c.OnBuild ?? []), step.instruction];
+        history(`ONBUILD ${step.instruction}`, true);
+        return { ...state, key: sha(`${state.key}\0${step.key}`), config };
+      case 'maintainer':
+        config.author = step.maintainer;
+        history(`MAINTAINER ${step.maintainer}`, true);
+        return { ...state, key: sha(`${state.key}\0${step.key}`), config };
+      case 'arg':
+        // ARG changes what later steps see (they carry it in their own keys); nothing to record.
+        return state;
+      case 'run':
+      case 'copy':
+      case 'add':
+        break;
+    }
+    // Layer-producing steps: key, cache, execute.
+    const inputs = await this.stepInputs(stage, state, step);
+    const key = sha(`${state.key}\0${step.kind}\0${step.display}\0${JSON.stringify(stepIdentity(step))}\0${inputs}`);
+    emit('start');
+    try {
+      if (!this.o.noCache) {
+        const rec = (await this.o.store.getCacheRecord(key)) as CacheRecord | undefined;
+        if (rec && (await this.layersPresent(rec.layers))) {
+          stats.cached++;
+          emit('cached');
+          return { key, config: rec.config, layers: rec.layers, platform: state.platform };
+        }
+      }
+      let layer: LayerRef;
+      let createdBy: string;
+      if (step.kind === 'run') {
+        const t0 = Date.now();
+        layer = await this.runLimiter.run(() => this.execRun(stage, state, step), this.o.signal);
+        const ms = Date.now() - t0;
+        if (!sameArch(stage.platform, this.o.buildPlatform)) {
+          stats.emulatedMs += ms;
+          stats.slowEmulatedSteps.push({ stage, step, ms });
+        }
+        createdBy = `RUN ${step.command && 'shell' in step.command ? `/bin/sh -c ${step.command.shell}` : JSON.stringify(step.args)} # archway`;
+      } else {
+        layer = await this.execCopy(stage, state, step, inputs);
+        createdBy = `${step.kind.toUpperCase()} ${[...step.sources, ...(step.kind === 'add' ? step.urls : [])].join(' ')} ${step.dest} # archway`;
+      }
+      stats.run++;
+      const layers = [...state.layers, layer];
+      history(createdBy, false);
+      config.rootfs = { type: 'layers', diff_ids: layers.map((l) => l.diffID) };
+      await this.o.store.putCacheRecord(key, { config, layers } satisfies CacheRecord);
+      emit('done');
+      return { key, config, layers, platform: state.platform };
+    } catch (e) {
+      emit('error', errorMessage(e));
+      throw e;
+    }
+  }
+
+  private created(): string {
+    return new Date(this.o.sourceDateEpoch !== undefined ? this.o.sourceDateEpoch * 1000 : Date.now()).toISOString();
+  }
+
+  private async layersPresent(layers: CacheRecord['layers']): Promise<boolean> {
+    for (const l of layers) if (!(await this.o.store.exists(l.descriptor))) return false;
+    return true;
+  }
+
+  /** What a step reads besides its parent state: the contents of COPY/ADD sources. */
+  private async stepInputs(stage: StageNode, state: StageState, step: Step): Promise<string> {
+    if (step.kind === 'copy' || step.kind === 'add') {
+      const from: CopySource = step.from;
+      if (from.kind === 'context') {
+        if (step.sources.length === 0) return 'inline';
+        const matches = [];
+        for (const s of step.sources) matches.push(...(await expandSource(this.o.contextTree, s).catch((e: unknown) => rethrowAt(e, step))));
+        return digestSources(this.o.contextTree, matches);
+      }
+      if (from.kind === 'stage') return (await this.solveStage(from.stage)).key;
+      const { image } = await this.o.openBase(from.ref, from.platform);
+      return image.descriptor.digest;
+    }
+    if (step.kind === 'run') {
+      // Cache keys must not depend on which base a stage name resolved to on another run.
+      const mounts = [];
+      for (const m of step.mounts) if (m.from?.kind === 'stage') mounts.push((await this.solveStage(m.from.stage)).key);
+      return `${this.o.network}\0${mounts.join(',')}\0${stage.platform.architecture}`;
+    }
+    return '';
+  }
+
+  // ------------------------------------------------------------------ snapshots
+
+  private snapshots(state: StageState): Promise<string[]> {
+    return layerSnapshots(this.o.store, state.layers, this.o.signal);
+  }
+
+  /** Stores a layer file in the store and returns its ref; the temp file is removed. */
+  private async ingestLayer(file: string, info: LayerInfo): Promise<LayerRef> {
+    const descriptor: Descriptor = { mediaType: info.mediaType, digest: info.digest, size: info.size };
+    try {
+      await this.o.store.push(descriptor, createReadStream(file));
+    } finally {
+      await fs.rm(file, { force: true });
+    }
+    return { descriptor, diffID: info.diffID };
+  }
+
+  private async tempDir(prefix: string): Promise<string> {
+    await fs.mkdir(this.o.store.tmpDir, { recursive: true });
+    return fs.mkdtemp(path.join(this.o.store.tmpDir, prefix));
+  }
+
+  // ------------------------------------------------------------------ RUN
+
+  private async execRun(stage: StageNode, state: StageState, step: RunStep): Promise<LayerRef> {
+    const lowers = await this.snapshots(state);
+    const work = await this.tempDir('run-');
+    const upper = path.join(work, 'upper');
+    await fs.mkdir(upper);
+    const cfg = state.config.config ?? {};
+    const cwd = cfg.WorkingDir || '/';
+    // The working directory must exist to start the process; creating it belongs to this layer.
+    if (!(await lookupInLayers(lowers, cwd))) await fs.mkdir(path.join(upper, cleanSourcePath(cwd)), { recursive: true, mode: 0o755 });
+    const env = mergeEnv(cfg.Env ?? [], step.env);
+    const tail: string[] = [];
+    const platform = formatPlatform(this.o.targetPlatformOf(stage));
+    const lineId = `${stage.id.slice(0, 12)}:${step.line}`;
+    let partial = '';
+    const onOutput = (chunk: Buffer, stream: 'stdout' | 'stderr'): void => {
+      const text = partial + chunk.toString('utf8');
+      const lines = text.split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        tail.push(line);
+        if (tail.length > SHORT_OUTPUT_LINES) tail.shift();
+        this.o.progress.emit({ kind: 'log', id: lineId, platform, stream, line });
+      }
+    };
+    const network = step.network === 'default' ? (this.o.network === 'host' ? 'host' : this.o.network === 'none' ? 'none' : 'host') : step.network;
+    try {
+      const result = await runInSandbox({
+        layers: lowers,
+        upperDir: upper,
+        argv: step.args,
+        env,
+        cwd,
+        ...(cfg.User ? { user: cfg.User } : {}),
+        hostname: 'archway',
+        network,
+        stdio: 'pipe',
+        onOutput,
+        platform: stage.platform,
+        ...(this.o.signal ? { signal: this.o.signal } : {}),
+      });
+      if (partial) tail.push(partial);
+      if (result.exitCode !== 0) {
+        throwIfAborted(this.o.signal);
+        const how = result.signal ? `was killed by ${result.signal}` : `exited with code ${result.exitCode}`;
+        throw new ArchwayError('STEP_FAILED', `[${platform}] ${step.display} (Dockerfile line ${step.line}) ${how}${tail.length ? `\n--- last lines of output ---\n${tail.join('\n')}` : ''}`, {
+          details: { platform, line: step.line, exitCode: result.exitCode },
+        });
+      }
+      const file = path.join(work, 'layer.tar.gz');
+      const info = await writeLayerFromOverlayUpper(upper, file, { compression: 'gzip', ...(this.o.sourceDateEpoch !== undefined ? { sourceDateEpoch: this.o.sourceDateEpoch } : {}), ...(this.o.signal ? { signal: this.o.signal } : {}) });
+      const ref = await this.ingestLayer(file, info);
+      // The upper directory already is this layer unpacked, whiteouts in overlay form: keep it.
+      await this.o.store.ensureSnapshot(info.diffID, async (tmp) => {
+        await fs.rm(tmp, { recursive: true, force: true });
+        await fs.rename(upper, tmp);
+      });
+      return ref;
+    } finally {
+      await fs.rm(work, { recursive: true, force: true }).catch(() => undefined);
+    }
+  }
+
+  // ------------------------------------------------------------------ COPY / ADD
+
+  private async execCopy(stage: StageNode, state: StageState, step: CopyStep | AddStep, inputsDigest: string): Promise<LayerRef> {
+    const lowers = await this.snapshots(state);
+    const cfg = state.config.config ?? {};
+    const dest = path.posix.isAbsolute(step.dest) ? step.dest : path.posix.join(cfg.WorkingDir || '/', step.dest) + (step.dest.endsWith('/') ? '/' : '');
+    const destHit = await lookupInLayers(lowers, dest);
+    const destIsDir = destHit?.isDir ?? false;
+    let chown: { uid: number; gid: number } | undefined;
+    if (step.chown) {
+      const needsNames = !/^\d+(:\d+)?$/.test(step.chown);
+      chown = parseChown(step.chown, needsNames ? await readFileFromLayers(lowers, '/etc/passwd') : undefined, needsNames ? await readFileFromLayers(lowers, '/etc/group') : undefined);
+    }
+    const chmod = step.chmod ? parseChmod(step.chmod) : undefined;
+    // The layer depends only on what is copied and where, not on the base: the same COPY on every
+    // platform makes one layer, computed once (the key has no parent state in it).
+    const layerKey = sha(`copy-layer\0${inputsDigest}\0${dest}\0${destIsDir}\0${JSON.stringify(chown ?? null)}\0${chmod ?? ''}\0${JSON.stringify(step.exclude)}\0${JSON.stringify(step.heredocs)}`);
+    return this.layerFlights.do(layerKey, async () => {
+      if (!this.o.noCache) {
+        const rec = (await this.o.store.getCacheRecord(layerKey)) as { layer: LayerRef } | undefined;
+        if (rec && (await this.o.store.exists(rec.layer.descriptor))) return rec.layer;
+      }
+      const work = await this.tempDir('copy-');
+      try {
+        const staging = path.join(work, 'root');
+        await fs.mkdir(staging);
+        if (step.heredocs.length > 0 && step.sources.length === 0) {
+          await this.stageInline(step, staging, dest, chown, chmod);
+        } else if (step.kind === 'add' && step.urls.length > 0) {
+          throw new ArchwayError('USAGE', `ADD of URLs is not supported yet (Dockerfile line ${step.line}): ${step.urls.join(' ')}`, { hint: 'download the file into the build context and COPY it' });
+        } else {
+          await this.withSourceTree(step.from, async (tree) => {
+            const matches = [];
+            for (const s of step.sources) matches.push(...(await expandSource(tree, s).catch((e: unknown) => rethrowAt(e, step))));
+            if (step.kind === 'add' && step.unpack !== false) {
+              const archives = matches.filter((m) => m.stat.isFile() && /\.(tar|tar\.gz|tgz|tar\.zst|tar\.xz)$/.test(m.rel));
+              for (const a of archives) {
+                const target = path.join(staging, cleanSourcePath(dest));
+                await fs.mkdir(target, { recursive: true });
+                await applyLayer(createReadStream(path.join(tree.root, a.rel)), target, { ...(this.o.signal ? { signal: this.o.signal } : {}) });
+              }
+              const rest = matches.filter((m) => !archives.includes(m));
+              if (rest.length > 0) await stageCopy({ tree, matches: rest, dest, destIsDir, ...(chown ? { chown } : {}), ...(chmod !== undefined ? { chmod } : {}) }, staging);
+            } else {
+              const excluded = step.exclude.length > 0 ? excludeMatcher(step.exclude) : undefined;
+              await stageCopy({ tree, matches, dest, destIsDir: destIsDir || (step.kind === "copy" && step.parents), ...(chown ? { chown } : {}), ...(chmod !== undefined ? { chmod } : {}), ...(excluded ? { excluded } : {}) }, staging);
+            }
+          });
+        }
+        const file = path.join(work, 'layer.tar.gz');
+        const info = await writeLayerFromDirectory(staging, file, { compression: 'gzip', ...(this.o.sourceDateEpoch !== undefined ? { sourceDateEpoch: this.o.sourceDateEpoch } : {}), ...(this.o.signal ? { signal: this.o.signal } : {}) });
+        const ref = await this.ingestLayer(file, info);
+        await this.o.store.ensureSnapshot(info.diffID, async (tmp) => {
+          await fs.rm(tmp, { recursive: true, force: true });
+          await fs.rename(staging, tmp);
+        });
+        await this.o.store.putCacheRecord(layerKey, { layer: ref });
+        return ref;
+      } finally {
+        await fs.rm(work, { recursive: true, force: true }).catch(() => undefined);
+      }
+    });
+  }
+
+  private async stageInline(step: CopyStep | AddStep, staging: string, dest: string, chown: { uid: number; gid: number } | undefined, chmod: number | undefined): Promise<void> {
+    const intoDir = dest.endsWith('/') || step.heredocs.length > 1;
+    for (const h of step.heredocs) {
+      const to = path.join(staging, cleanSourcePath(intoDir ? path.posix.join(dest, h.name) : dest));
+      await fs.mkdir(path.dirname(to), { recursive: true, mode: 0o755 });
+      await fs.writeFile(to, h.content, { mode: chmod ?? 0o644 });
+      await fs.chmod(to, chmod ?? 0o644);
+      if (chown) await fs.lchown(to, chown.uid, chown.gid);
+    }
+  }
+
+  private async withSourceTree<T>(from: CopySource, fn: (tree: SourceTree) => Promise<T>): Promise<T> {
+    if (from.kind === 'context') return fn(this.o.contextTree);
+    let state: StageState;
+    let label: string;
+    if (from.kind === 'stage') {
+      state = await this.solveStage(from.stage);
+      label = `stage ${from.stage.name ?? from.stage.index}`;
+    } else {
+      const { image } = await this.o.openBase(from.ref, from.platform);
+      state = { key: '', config: image.config, layers: image.manifest.value.layers.map((d, i) => ({ descriptor: d, diffID: image.config.rootfs.diff_ids[i] as Digest })), platform: image.platform };
+      label = `image ${from.ref}`;
+    }
+    const snaps = await this.snapshots(state);
+    return withMergedRoot(snaps, path.join(this.o.store.tmpDir, 'mounts'), (root) => fn({ label, root, ignored: () => false }));
+  }
+}
+
+/** The parts of a layer step that decide its result, beyond its display text. */
+function stepIdentity(step: RunStep | CopyStep | AddStep): unknown {
+  if (step.kind === 'run') return { args: step.args, env: step.env, mounts: step.mounts.map((m) => ({ ...m, from: undefined })), network: step.network, heredocs: step.heredocs };
+  return { sources: step.sources, dest: step.dest, chown: step.chown, chmod: step.chmod, exclude: step.exclude, parents: (step.kind === "copy" && step.parents), heredocs: step.heredocs, link: step.link };
+}
+
+function excludeMatcher(patterns: string[]): (rel: string) => boolean {
+  const res = patterns.map((p) => new RegExp(`^${cleanSourcePath(p).split('**').map((part) => part.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('[^/]*')).join('.*')}(/.*)?$`));
+  return (rel) => res.some((r) => r.test(rel) || r.test(path.posix.basename(rel)));
+}
+
+function rethrowAt(e: unknown, step: Step): never {
+  if (isArchwayError(e)) {
+    throw new ArchwayError(e.code, `Dockerfile line ${step.line}: ${step.display}: ${e.message}`, { details: { ...e.details, line: step.line }, ...(e.hint ? { hint: e.hint } : {}) });
+  }
+  throw e;
+}
+
+export function sha(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+function setEnv(env: string[], key: string, value: string): string[] {
+  const out = env.filter((e) => !e.startsWith(`${key}=`));
+  out.push(`${key}=${value}`);
+  return out;
+}
+
+/** The image's env with the build args in scope; an ENV of the same name wins, as in BuildKit. */
+function mergeEnv(imageEnv: string[], args: Record<string, string>): string[] {
+  const out = [...imageEnv];
+  for (const [k, v] of Object.entries(args)) if (!out.some((e) => e.startsWith(`${k}=`))) out.push(`${k}=${v}`);
+  if (!out.some((e) => e.startsWith('PATH='))) out.push('PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin');
+  return out;
+}
+
+function sameArch(a: Platform, b: Platform): boolean {
+  return a.architecture === b.architecture || (b.architecture === 'amd64' && a.architecture === '386') || (b.architecture === 'arm64' && a.architecture === 'arm');
+}
+
+export { platformArgs, MediaType };

@@ -1,0 +1,57 @@
+import type { Platform } from '../oci/index.js';
+import type { Descriptor } from '../oci/index.js';
+import type { ProgressSink } from '../progress/index.js';
+
+export type OutputSpec =
+  | { type: 'store' }
+  | { type: 'registry'; name?: string; pushByDigest?: boolean }
+  | { type: 'oci'; dest: string }
+  | { type: 'docker'; dest: string }
+  | { type: 'local'; dest: string };
+
+export interface BuildOptions {
+  /** The build context directory. */
+  context: string;
+  /** The Dockerfile path (default CONTEXT/Dockerfile). */
+  dockerfile?: string;
+  platforms?: Platform[];
+  tags?: string[];
+  buildArgs?: Record<string, string>;
+  target?: string;
+  labels?: Record<string, string>;
+  noCache?: boolean;
+  /** How many platforms build at once (default: the number of cores). */
+  jobs?: number;
+  network?: 'default' | 'none' | 'host';
+  outputs?: OutputSpec[];
+  /** Platforms that may fail without failing the build (their image is then left out). */
+  optionalPlatforms?: Platform[];
+  /** Always publish an index, even for one platform. */
+  forceIndex?: boolean;
+  /** Write each platform's digest here as JSON (with push-by-digest). */
+  metadataFile?: string;
+  insecureRegistries?: string[];
+  env?: NodeJS.ProcessEnv;
+  signal?: AbortSignal;
+  progress?: ProgressSink;
+}
+
+export interface PlatformOutcome {
+  platform: string;
+  ok: boolean;
+  descriptor?: Descriptor;
+  error?: string;
+  /** Emulated RUN time, for the cross-compilation advice. */
+  emulatedMs: number;
+  stepsRun: number;
+  stepsCached: number;
+}
+
+export interface BuildResult {
+  outcomes: PlatformOutcome[];
+  /** What the tags point at: an index, or the single image's manifest. */
+  root?: Descriptor;
+  tags: string[];
+  warnings: string[];
+  advice: string[];
+}

@@ -1,0 +1,147 @@
+import { ArchwayError } from '../../util/index.js';
+import { formatPlatform, parsePlatformList, type Platform } from '../../oci/index.js';
+import { buildDockerfile, formatPlan, planDockerfile, type BuildOptions, type OutputSpec } from '../../build/index.js';
+import { boolOpt, listOpt, stringOpt, usageError, type Command } from '../command.js';
+
+function keyValues(items: string[], flag: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of items) {
+    const i = item.indexOf('=');
+    if (i <= 0) {
+      // `--build-arg NAME` takes the value from the environment, as docker does.
+      const v = process.env[item];
+      if (i < 0 && flag === '--build-arg' && v !== undefined) {
+        out[item] = v;
+        continue;
+      }
+      if (i < 0 && flag === '--build-arg') continue;
+      throw usageError(`${flag} "${item}": expected KEY=VALUE`, 'build');
+    }
+    out[item.slice(0, i)] = item.slice(i + 1);
+  }
+  return out;
+}
+
+/** Parses buildx's `--output type=oci,dest=out.tar` (and the `-o dir` shorthand for type=local). */
+export function parseOutput(text: string): OutputSpec {
+  if (!text.includes('=')) return text === '-' ? (() => { throw usageError('--output - (stdout) is not supported; give dest=FILE', 'build'); })() : { type: 'local', dest: text };
+  const fields: Record<string, string> = {};
+  for (const part of text.split(',')) {
+    const i = part.indexOf('=');
+    if (i <= 0) throw usageError(`--output "${text}": expected key=value pairs`, 'build');
+    fields[part.slice(0, i).trim()] = part.slice(i + 1).trim();
+  }
+  const type = fields.type;
+  const need = (k: string): string => {
+    const v = fields[k];
+    if (!v) throw usageError(`--output type=${type} needs ${k}=...`, 'build');
+    return v;
+  };
+  switch (type) {
+    case 'oci':
+      return { type: 'oci', dest: need('dest') };
+    case 'docker':
+      return { type: 'docker', dest: need('dest') };
+    case 'local':
+      return { type: 'local', dest: need('dest') };
+    case 'registry':
+      return { type: 'registry', ...(fields.name ? { name: fields.name } : {}), ...(fields['push-by-digest'] === 'true' ? { pushByDigest: true } : {}) };
+    case 'image':
+      if (fields.push === 'true') return { type: 'registry', ...(fields.name ? { name: fields.name } : {}), ...(fields['push-by-digest'] === 'true' ? { pushByDigest: true } : {}) };
+      return { type: 'store' };
+    default:
+      throw usageError(`--output: unknown type "${type ?? ''}" (known: oci, docker, local, registry, image)`, 'build');
+  }
+}
+
+export const buildCommand: Command = {
+  name: 'build',
+  usage: '[OPTIONS] [CONTEXT]',
+  summary: 'Build a Dockerfile for one or more platforms',
+  description: `Builds every --platform at once: RUN steps of foreign platforms run under QEMU (see archway binfmt),
+stages FROM --platform=$BUILDPLATFORM run natively. The result goes to the local store under the -t
+names (one index for all platforms, a plain image for one), and with --push to the registry.
+
+Examples:
+  archway build --platform linux/amd64,linux/arm64,linux/arm/v7 -t app:1 .
+  archway build --platform linux/amd64,linux/arm64 -t registry.example.com/app:1 --push .
+  archway build --platform linux/arm64 --output type=oci,dest=app.tar .`,
+  options: {
+    file: { type: 'string', short: 'f', help: 'FILE:the Dockerfile (default CONTEXT/Dockerfile)' },
+    platform: { type: 'string', multiple: true, help: 'PLATFORMS:target platforms, comma-separated (default: this host)' },
+    tag: { type: 'string', short: 't', multiple: true, help: 'NAME:name the result (repeatable)' },
+    'build-arg': { type: 'string', multiple: true, help: 'KEY=VALUE:set a build argument' },
+    target: { type: 'string', help: 'STAGE:build up to this stage' },
+    push: { type: 'boolean', help: 'push every platform, then the index, to the registry in each -t name' },
+    output: { type: 'string', short: 'o', multiple: true, help: 'SPEC:type=oci|docker|local,dest=PATH or type=registry[,name=REF][,push-by-digest=true]' },
+    label: { type: 'string', multiple: true, help: 'KEY=VALUE:add a label to the image' },
+    'no-cache': { type: 'boolean', help: 'run every step, ignoring the cache' },
+    progress: { type: 'string', default: 'auto', help: 'MODE:auto, tty, plain or json' },
+    network: { type: 'string', default: 'default', help: 'MODE:network for RUN steps: default, none or host' },
+    jobs: { type: 'string', help: 'N:how many platforms build at once (default: cores)' },
+    'optional-platform': { type: 'string', multiple: true, help: 'PLATFORM:may fail; the index is published without it' },
+    index: { type: 'boolean', help: 'publish an index even for one platform' },
+    'push-by-digest': { type: 'boolean', help: 'push each platform by digest, without a tag (for builds split across CI runners)' },
+    'metadata-file': { type: 'string', help: 'FILE:write the result digests as JSON' },
+    'dry-run': { type: 'boolean', help: 'print the plan: per platform, the stages and steps that would run' },
+    'insecure-registry': { type: 'string', multiple: true, help: 'HOST:talk to HOST over plain HTTP or unverified TLS' },
+  },
+  async run(ctx) {
+    if (ctx.positionals.length > 1) throw usageError(`"archway build" takes one context, got ${ctx.positionals.join(' ')}`, 'build');
+    const platformText = listOpt(ctx, 'platform').join(',');
+    const platforms: Platform[] = platformText ? parsePlatformList(platformText) : [];
+    const network = stringOpt(ctx, 'network') ?? 'default';
+    if (!['default', 'none', 'host'].includes(network)) throw usageError(`--network "${network}": expected default, none or host`, 'build');
+    const jobsText = stringOpt(ctx, 'jobs');
+    if (jobsText !== undefined && !/^[1-9]\d*$/.test(jobsText)) throw usageError(`--jobs "${jobsText}": expected a positive number`, 'build');
+    const outputs = listOpt(ctx, 'output').map(parseOutput);
+    if (boolOpt(ctx, 'push')) outputs.push({ type: 'registry', ...(boolOpt(ctx, 'push-by-digest') ? { pushByDigest: true } : {}) });
+    else if (boolOpt(ctx, 'push-by-digest')) outputs.push({ type: 'registry', pushByDigest: true });
+    const opts: BuildOptions = {
+      context: ctx.positionals[0] ?? '.',
+      platforms,
+      tags: listOpt(ctx, 'tag'),
+      buildArgs: keyValues(listOpt(ctx, 'build-arg'), '--build-arg'),
+      labels: keyValues(listOpt(ctx, 'label'), '--label'),
+      noCache: boolOpt(ctx, 'no-cache'),
+      network: network as BuildOptions['network'],
+      outputs,
+      optionalPlatforms: listOpt(ctx, 'optional-platform').flatMap((p) => parsePlatformList(p)),
+      forceIndex: boolOpt(ctx, 'index'),
+      insecureRegistries: listOpt(ctx, 'insecure-registry'),
+      env: ctx.env,
+      signal: ctx.signal,
+      progress: ctx.progress,
+    };
+    const file = stringOpt(ctx, 'file');
+    if (file) opts.dockerfile = file;
+    const target = stringOpt(ctx, 'target');
+    if (target) opts.target = target;
+    if (jobsText) opts.jobs = Number(jobsText);
+    const meta = stringOpt(ctx, 'metadata-file');
+    if (meta) opts.metadataFile = meta;
+    if (boolOpt(ctx, 'dry-run')) {
+      const { plan } = await planDockerfile(opts);
+      for (const w of plan.warnings) ctx.stderr.write(`warning: ${w.file}:${w.line}: ${w.message}\n`);
+      ctx.stdout.write(formatPlan(plan));
+      return 0;
+    }
+    const started = Date.now();
+    const result = await buildDockerfile(opts);
+    const lines = [`built ${result.outcomes.length} platform${result.outcomes.length === 1 ? '' : 's'} in ${((Date.now() - started) / 1000).toFixed(1)}s:`];
+    for (const o of result.outcomes) {
+      lines.push(`  ${o.platform.padEnd(16)} ${o.ok ? `${o.descriptor?.digest ?? ''}  (${o.stepsRun} run, ${o.stepsCached} cached)` : `FAILED ${o.error?.split('\n')[0] ?? ''}`}`);
+    }
+    if (result.root) lines.push(`${result.root.mediaType.includes('index') || result.root.mediaType.includes('list') ? 'index' : 'image'}: ${result.root.digest}`);
+    for (const t of result.tags) lines.push(`tagged ${t}`);
+    for (const a of result.advice) lines.push(`hint: ${a}`);
+    ctx.stderr.write(`${lines.join('\n')}\n`);
+    if (result.root) ctx.stdout.write(`${result.root.digest}\n`);
+    if (result.outcomes.some((o) => !o.ok)) {
+      ctx.stderr.write(`warning: published without ${result.outcomes.filter((o) => !o.ok).map((o) => o.platform).join(', ')}\n`);
+    }
+    void formatPlatform;
+    void ArchwayError;
+    return 0;
+  },
+};

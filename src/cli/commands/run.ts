@@ -1,0 +1,116 @@
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { ArchwayError, isArchwayError } from '../../util/index.js';
+import { formatPlatform, hostPlatform, parsePlatform, type Digest } from '../../oci/index.js';
+import { parseLocation, formatReference } from '../../ref/index.js';
+import { resolveImageForPlatform } from '../../image/index.js';
+import { Store } from '../../store/index.js';
+import { copyImage, openSource, type OpenContext } from '../../imagetools/index.js';
+import { layerSnapshots } from '../../build/index.js';
+import { runInSandbox, type SandboxBind } from '../../sandbox/index.js';
+import { boolOpt, listOpt, stringOpt, usageError, type Command } from '../command.js';
+
+export const runCommand: Command = {
+  name: 'run',
+  usage: '[OPTIONS] IMAGE [COMMAND [ARG...]]',
+  summary: 'Run a command in an image of any platform (foreign ones under QEMU); changes are thrown away',
+  description: `IMAGE is a name in the local store (pulled from its registry when absent), or oci:DIR[:TAG],
+oci-archive:FILE[:TAG], docker-archive:FILE. The platform's image is picked from an index (this
+host's platform by default).
+
+Examples:
+  archway run --platform linux/arm64 app:1 uname -m
+  archway run -e GREETING=hi -w /tmp --network none app:1 sh -c 'echo $GREETING'`,
+  stopAtFirstPositional: 1,
+  options: {
+    platform: { type: 'string', help: 'PLATFORM:the platform to run (default: this host)' },
+    env: { type: 'string', short: 'e', multiple: true, help: 'KEY=VALUE:set an environment variable' },
+    workdir: { type: 'string', short: 'w', help: 'DIR:working directory inside the container' },
+    user: { type: 'string', short: 'u', help: 'USER:user[:group], names or numbers' },
+    network: { type: 'string', default: 'host', help: 'MODE:none or host' },
+    volume: { type: 'string', short: 'v', multiple: true, help: 'HOST:CONTAINER[:ro]:bind-mount a host path' },
+    interactive: { type: 'boolean', short: 'i', help: 'keep standard input open' },
+    tty: { type: 'boolean', short: 't', help: 'use the terminal as it is (no separate pseudo-terminal is allocated)' },
+    entrypoint: { type: 'string', help: 'CMD:override the image entrypoint' },
+    'insecure-registry': { type: 'string', multiple: true, help: 'HOST:plain HTTP or unverified TLS for HOST' },
+  },
+  async run(ctx) {
+    const imageArg = ctx.positionals[0];
+    if (!imageArg) throw usageError('"archway run" requires an IMAGE', 'run');
+    const platform = parsePlatform(stringOpt(ctx, 'platform') ?? formatPlatform(hostPlatform()));
+    const network = stringOpt(ctx, 'network') ?? 'host';
+    if (network !== 'none' && network !== 'host') throw usageError(`--network "${network}": expected none or host`, 'run');
+    const s = { signal: ctx.signal };
+    const store = await Store.open({ env: ctx.env, ...s });
+    const openCtx: OpenContext = { store, env: ctx.env, insecureRegistries: listOpt(ctx, 'insecure-registry'), signal: ctx.signal };
+    const loc = parseLocation(imageArg, 'store');
+    let root;
+    if (loc.transport === 'store') {
+      const name = formatReference(loc.ref);
+      try {
+        root = await store.resolve(loc.ref.digest ?? name, s);
+        await resolveImageForPlatform(store, root, platform, { ...s, strict: true, what: imageArg });
+      } catch (e) {
+        if (!isArchwayError(e, 'NOT_FOUND') && !isArchwayError(e, 'PLATFORM')) throw e;
+        // Not here (or not for this platform): pull it from its registry, as docker run does.
+        const src = await openSource(parseLocation(loc.ref.digest ? `${name}@${loc.ref.digest}` : name, 'registry'), openCtx);
+        ctx.stderr.write(`pulling ${imageArg} (${formatPlatform(platform)}) from ${src.registry ?? 'the registry'}\n`);
+        const res = await copyImage(src.content, src.reference, store, loc.ref.digest ? [] : [name], { ...s, platforms: [platform], progress: ctx.progress });
+        root = res.descriptor;
+      }
+    } else {
+      // Archives and layouts: bring the image into the store first, where its layers are unpacked once.
+      const src = await openSource(loc, openCtx);
+      const res = await copyImage(src.content, src.reference, store, [], { ...s, platforms: [platform] });
+      root = res.descriptor;
+    }
+    const image = await resolveImageForPlatform(store, root, platform, { ...s, strict: true, what: imageArg });
+    const layers = image.manifest.value.layers.map((d, i) => ({ descriptor: d, diffID: image.config.rootfs.diff_ids[i] as Digest }));
+    const snapshots = await layerSnapshots(store, layers, ctx.signal);
+    const cfg = image.config.config ?? {};
+    const entrypointOpt = stringOpt(ctx, 'entrypoint');
+    const entrypoint = entrypointOpt !== undefined ? (entrypointOpt === '' ? [] : [entrypointOpt]) : cfg.Entrypoint ?? [];
+    const cmd = ctx.positionals.length > 1 ? ctx.positionals.slice(1) : entrypointOpt !== undefined ? [] : cfg.Cmd ?? [];
+    const argv = [...entrypoint, ...cmd];
+    if (argv.length === 0) throw new ArchwayError('USAGE', `${imageArg} has no entrypoint or command; give one: archway run ${imageArg} sh`);
+    const env = [...(cfg.Env ?? [])];
+    for (const e of listOpt(ctx, 'env')) {
+      const i = e.indexOf('=');
+      const [k, v] = i < 0 ? [e, ctx.env[e]] : [e.slice(0, i), e.slice(i + 1)];
+      if (v === undefined) continue;
+      const at = env.findIndex((x) => x.startsWith(`${k}=`));
+      if (at >= 0) env.splice(at, 1);
+      env.push(`${k}=${v}`);
+    }
+    const binds: SandboxBind[] = [];
+    for (const v of listOpt(ctx, 'volume')) {
+      const parts = v.split(':');
+      if (parts.length < 2 || parts.length > 3 || !parts[1]?.startsWith('/')) throw usageError(`-v "${v}": expected HOST:CONTAINER[:ro] with an absolute CONTAINER path`, 'run');
+      const source = path.resolve(parts[0] as string);
+      try {
+        await fs.stat(source);
+      } catch {
+        throw usageError(`-v "${v}": host path ${source} does not exist`, 'run');
+      }
+      binds.push({ source, target: parts[1], readonly: parts[2] === 'ro' });
+    }
+    const workdir = stringOpt(ctx, 'workdir') ?? cfg.WorkingDir;
+    const user = stringOpt(ctx, 'user') ?? cfg.User;
+    const result = await runInSandbox({
+      layers: snapshots,
+      argv,
+      env,
+      ...(workdir ? { cwd: workdir } : {}),
+      ...(user ? { user } : {}),
+      hostname: 'archway',
+      network,
+      binds,
+      stdio: 'inherit',
+      platform: image.platform,
+      signal: ctx.signal,
+    });
+    void boolOpt;
+    if (result.signal) return 128 + (({ SIGINT: 2, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[result.signal] ?? 1);
+    return result.exitCode ?? 1;
+  },
+};
