@@ -1,6 +1,6 @@
 import { ArchwayError } from '../util/index.js';
 import {
-  Annotation,
+
   attestationSubject,
   formatPlatform,
   isAttestation,
