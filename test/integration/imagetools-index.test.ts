@@ -320,3 +320,17 @@ test('mirror copies several images under a prefix and reports each', async () =>
   assert.equal(rawBytes(`${h}/mirror/app:1`), rawBytes(`${h}/app:1`));
   assert.equal(items[1]!.target, `${h}/mirror/bx-a:v1`);
 });
+
+test('pull into the store under the image name, push back out (all platforms pulled with --all-platforms)', async () => {
+  const h = reg.host;
+  const { pullCommand } = await import('../../src/cli/commands/pull.js');
+  const { pushCommand } = await import('../../src/cli/commands/push.js');
+  let r = await run(pullCommand, ['--platform', 'linux/arm64', `${h}/app:1`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /linux\/arm64/);
+  r = await run(pullCommand, ['--all-platforms', `${h}/app:1`]);
+  assert.equal(r.code, 0, r.stderr);
+  r = await run(pushCommand, [`${h}/app:1`, `${h}/pushed/app:1`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(rawBytes(`${h}/pushed/app:1`), rawBytes(`${h}/app:1`));
+});
