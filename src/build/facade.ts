@@ -102,12 +102,14 @@ function makeBaseOpener(store: Store, opts: BuildOptions, openContext: OpenConte
         } catch (e) {
           if (!isArchwayError(e, 'NOT_FOUND')) throw e;
         }
+        let localMiss: ArchwayError | undefined;
         if (root) {
           try {
             return { source: store as ContentSource, image: await resolveImageForPlatform(store, root, platform, { ...signalOpt, strict: true, what: ref }) };
           } catch (e) {
             if (!isArchwayError(e, 'PLATFORM')) throw e;
             // The local copy lacks this platform: the registry may have it.
+            localMiss = e;
           }
         }
         // Not here: pull what the build needs into the store (the image index for these platforms).
@@ -121,7 +123,14 @@ function makeBaseOpener(store: Store, opts: BuildOptions, openContext: OpenConte
           })();
           pulls.set(name, pull);
         }
-        await pull;
+        try {
+          await pull;
+        } catch (e) {
+          if (localMiss && !opts.signal?.aborted) {
+            throw new ArchwayError('PLATFORM', `${localMiss.message} (in the local store; its registry could not be asked: ${errorMessage(e).split('\n')[0]})`, { details: localMiss.details });
+          }
+          throw e;
+        }
         const pulled = await store.resolve(name, signalOpt);
         return { source: store as ContentSource, image: await resolveImageForPlatform(store, pulled, platform, { ...signalOpt, strict: true, what: ref }) };
       })();
