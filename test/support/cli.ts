@@ -1,0 +1,63 @@
+/** Runs the archway CLI as a user would (a child process of bin/archway.js) and captures the result. */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const ARCHWAY_BIN = fileURLToPath(new URL('../../../bin/archway.js', import.meta.url));
+export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface CliOptions {
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  input?: string;
+  timeoutMs?: number;
+  /** Called with the child as soon as it starts (to send signals). */
+  onSpawn?: (child: import('node:child_process').ChildProcess) => void;
+}
+
+export function archway(args: string[], opts: CliOptions = {}): Promise<CliResult> {
+  return runCommand(process.execPath, [ARCHWAY_BIN, ...args], opts);
+}
+
+export function runCommand(cmd: string, args: string[], opts: CliOptions = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: { ...process.env, ...opts.env }, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 600_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    opts.onSpawn?.(child);
+    if (opts.input !== undefined) child.stdin.end(opts.input);
+    else child.stdin.end();
+  });
+}
+
+/** A fresh ARCHWAY_HOME (and config dirs) for one test file; removed at the end. */
+export function tempHome(prefix = 'archway-test-'): { env: NodeJS.ProcessEnv; dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(process.env.ARCHWAY_TEST_TMP ?? tmpdir(), prefix));
+  return {
+    dir,
+    env: { ARCHWAY_HOME: join(dir, 'home'), DOCKER_CONFIG: join(dir, 'docker'), ARCHWAY_CONFIG: join(dir, 'config.toml'), XDG_CONFIG_HOME: join(dir, 'xdg') },
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** Fails with the command's output when it did not exit as expected. */
+export function expectCode(r: CliResult, code: number, what: string): CliResult {
+  if (r.code !== code) throw new Error(`${what}: exit ${r.code}, expected ${code}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`);
+  return r;
+}
