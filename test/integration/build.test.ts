@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { archway, expectCode, runCommand, tempHome, REPO_ROOT } from '../support/cli.js';
+import { archway, expectCode, runCommand, tempHome } from '../support/cli.js';
 import { startRegistry, type TestRegistry } from '../support/registries.js';
 import { makeBusyboxContext } from '../support/make-busybox-context.js';
 import { parsePlatformList, formatPlatform } from '../../src/oci/index.js';
@@ -255,4 +255,3 @@ describe('bad input', () => {
   });
 });
 
-void REPO_ROOT;

@@ -48,7 +48,7 @@ Examples:
       return 0;
     }
     if (uninstall) {
-      const r = await uninstallEmulators(list(uninstall), { ...s, ...(persist ? {} : {}) });
+      const r = await uninstallEmulators(list(uninstall), s);
       if (format === 'json') ctx.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
       else {
         for (const n of r.removed) ctx.stdout.write(`removed ${n}\n`);

@@ -1,5 +1,4 @@
-import { ArchwayError } from '../../util/index.js';
-import { formatPlatform, parsePlatformList, type Platform } from '../../oci/index.js';
+import { parsePlatformList, type Platform } from '../../oci/index.js';
 import { buildDockerfile, formatPlan, planDockerfile, type BuildOptions, type OutputSpec } from '../../build/index.js';
 import { boolOpt, listOpt, stringOpt, usageError, type Command } from '../command.js';
 
@@ -140,8 +139,6 @@ Examples:
     if (result.outcomes.some((o) => !o.ok)) {
       ctx.stderr.write(`warning: published without ${result.outcomes.filter((o) => !o.ok).map((o) => o.platform).join(', ')}\n`);
     }
-    void formatPlatform;
-    void ArchwayError;
     return 0;
   },
 };

@@ -8,7 +8,7 @@ import { Store } from '../../store/index.js';
 import { copyImage, openSource, type OpenContext } from '../../imagetools/index.js';
 import { layerSnapshots } from '../../build/index.js';
 import { runInSandbox, type SandboxBind } from '../../sandbox/index.js';
-import { boolOpt, listOpt, stringOpt, usageError, type Command } from '../command.js';
+import { listOpt, stringOpt, usageError, type Command } from '../command.js';
 
 export const runCommand: Command = {
   name: 'run',
@@ -109,7 +109,6 @@ Examples:
       platform: image.platform,
       signal: ctx.signal,
     });
-    void boolOpt;
     if (result.signal) return 128 + (({ SIGINT: 2, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[result.signal] ?? 1);
     return result.exitCode ?? 1;
   },
