@@ -53,10 +53,18 @@ Examples:
       } catch (e) {
         if (!isArchwayError(e, 'NOT_FOUND') && !isArchwayError(e, 'PLATFORM')) throw e;
         // Not here (or not for this platform): pull it from its registry, as docker run does.
-        const src = await openSource(parseLocation(loc.ref.digest ? `${name}@${loc.ref.digest}` : name, 'registry'), openCtx);
-        ctx.stderr.write(`pulling ${imageArg} (${formatPlatform(platform)}) from ${src.registry ?? 'the registry'}\n`);
-        const res = await copyImage(src.content, src.reference, store, loc.ref.digest ? [] : [name], { ...s, platforms: [platform], progress: ctx.progress });
-        root = res.descriptor;
+        try {
+          const src = await openSource(parseLocation(loc.ref.digest ? `${name}@${loc.ref.digest}` : name, 'registry'), openCtx);
+          ctx.stderr.write(`pulling ${imageArg} (${formatPlatform(platform)}) from ${src.registry ?? 'the registry'}\n`);
+          const res = await copyImage(src.content, src.reference, store, loc.ref.digest ? [] : [name], { ...s, platforms: [platform], progress: ctx.progress });
+          root = res.descriptor;
+        } catch (pullError) {
+          // The local image is the better answer when it exists: say which platforms it has.
+          if (isArchwayError(e, 'PLATFORM') && !ctx.signal.aborted) {
+            throw new ArchwayError('PLATFORM', `${e.message} (in the local store; its registry could not be asked: ${(pullError as Error).message.split('\n')[0]})`, { details: e.details });
+          }
+          throw pullError;
+        }
       }
     } else {
       // Archives and layouts: bring the image into the store first, where its layers are unpacked once.
