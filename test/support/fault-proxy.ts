@@ -46,6 +46,12 @@ export interface FaultProxy {
   close(): Promise<void>;
 }
 
+const open = new Set<FaultProxy>();
+// At the importing test file's top level: runs once after all of its tests.
+after(async () => {
+  await Promise.all([...open].map((p) => p.close()));
+});
+
 export async function startFaultProxy(upstream: { host: string }): Promise<FaultProxy> {
   const [upHost, upPortText] = splitHostPort(upstream.host);
   const faults: Array<Fault & { left: number }> = [];
@@ -133,16 +139,13 @@ export async function startFaultProxy(upstream: { host: string }): Promise<Fault
     async close() {
       if (closed) return;
       closed = true;
+      open.delete(proxy);
       server.closeAllConnections();
       agent.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
-  try {
-    after(() => proxy.close());
-  } catch {
-    // outside a test file
-  }
+  open.add(proxy);
   return proxy;
 }
 

@@ -67,16 +67,15 @@ export interface TestRegistry {
 const running = new Set<TestRegistry>();
 let hooksInstalled = false;
 
+// Registered when a test file imports this module, at the file's top level, so it runs once after
+// all of the file's tests (an `after` called inside a test or hook would run when that one ends).
+after(async () => {
+  await Promise.all([...running].map((r) => r.stop()));
+});
+
 function installHooks(): void {
   if (hooksInstalled) return;
   hooksInstalled = true;
-  try {
-    after(async () => {
-      await Promise.all([...running].map((r) => r.stop()));
-    });
-  } catch {
-    // not inside a test file: the exit handler below still cleans up
-  }
   process.on('exit', () => {
     for (const r of running) r.stopSync();
   });
