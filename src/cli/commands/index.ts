@@ -6,6 +6,8 @@ import { duCommand } from './du.js';
 import { imagesCommand } from './images.js';
 import { indexCommand } from './index-command.js';
 import { inspectCommand } from './inspect.js';
+import { loginCommand } from './login.js';
+import { logoutCommand } from './logout.js';
 import { mirrorCommand } from './mirror.js';
 import { platformsCommand } from './platforms.js';
 import { pruneCommand } from './prune.js';
@@ -24,6 +26,8 @@ export const commands: Command[] = [
   indexCommand,
   pullCommand,
   pushCommand,
+  loginCommand,
+  logoutCommand,
   imagesCommand,
   rmCommand,
   pruneCommand,
