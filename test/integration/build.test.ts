@@ -124,6 +124,34 @@ describe('a six-platform build', () => {
   });
 });
 
+describe('index create from per-platform images pushed by skopeo', () => {
+  test('combines app:1-amd64, app:1-arm64 and app:1-armv7 into one tag that podman runs per platform', async (t) => {
+    const ctx = write(join(home.dir, 'per-platform'), { Dockerfile: `FROM ${BASE}\nCMD ["uname", "-m"]\n` });
+    const sources: Record<string, string> = {};
+    for (const [platform, suffix] of [['linux/amd64', 'amd64'], ['linux/arm64', 'arm64'], ['linux/arm/v7', 'armv7']] as const) {
+      const archive = join(home.dir, `pp-${suffix}.tar`);
+      expectCode(await aw(['build', '--platform', platform, '--output', `type=oci,dest=${archive}`, ctx]), 0, `build ${platform}`);
+      const tag = `${registry.host}/test/combined:1-${suffix}`;
+      expectCode(await runCommand('skopeo', ['copy', '--dest-tls-verify=false', `oci-archive:${archive}`, `docker://${tag}`]), 0, `skopeo copy ${suffix}`);
+      const digest = expectCode(await runCommand('skopeo', ['inspect', '--tls-verify=false', '--format', '{{.Digest}}', `docker://${tag}`]), 0, 'digest').stdout.trim();
+      sources[platform] = digest;
+    }
+    const target = `${registry.host}/test/combined:1`;
+    expectCode(await aw(['index', 'create', '-t', target, ...['amd64', 'arm64', 'armv7'].map((s) => `${registry.host}/test/combined:1-${s}`)]), 0, 'index create');
+    const index = JSON.parse(expectCode(await runCommand('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${target}`]), 0, 'inspect').stdout) as { manifests: Array<{ digest: string; platform: { os: string; architecture: string; variant?: string } }> };
+    const got = Object.fromEntries(index.manifests.map((m) => [formatPlatform(m.platform), m.digest]));
+    assert.deepEqual(got, sources);
+    const conf = join(home.dir, 'containers-index.conf');
+    writeFileSync(conf, '[containers]\ndefault_ulimits = []\n');
+    const r = await runCommand('podman', ['run', '--rm', '--tls-verify=false', '--platform', 'linux/arm64', target, 'uname', '-m'], { env: { CONTAINERS_CONF: conf } });
+    if (r.code !== 0 && /rlimit|cgroup|OCI runtime|runc/.test(r.stderr)) {
+      t.skip(`podman cannot run containers here: ${r.stderr.trim().split('\n').pop()}`);
+      return;
+    }
+    assert.equal(expectCode(r, 0, 'podman run').stdout.trim(), 'aarch64');
+  });
+});
+
 describe('cross-compiling stages', () => {
   test('a FROM --platform=$BUILDPLATFORM stage runs natively, once per target that needs it', async () => {
     const ctx = write(join(home.dir, 'cross'), {
