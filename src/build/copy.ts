@@ -30,7 +30,7 @@ export interface CopyPlan {
  */
 export async function stageCopy(plan: CopyPlan, staging: string): Promise<void> {
   const owner = plan.chown ?? { uid: 0, gid: 0 };
-  const intoDir = plan.dest.endsWith('/') || plan.destIsDir || plan.matches.length > 1 || plan.matches.some((m) => m.stat.isDirectory() && plan.matches.length > 1);
+  const intoDir = plan.dest.endsWith('/') || plan.destIsDir || plan.matches.length > 1;
   if (plan.matches.length > 1 && !plan.dest.endsWith('/') && !plan.destIsDir) {
     throw new ArchwayError('USAGE', `when copying several sources the destination must be a directory and end with a /: "${plan.dest}"`);
   }

@@ -5,16 +5,14 @@ import { createHash } from 'node:crypto';
 import { ArchwayError, errorMessage, isArchwayError, Limiter, SingleFlight, throwIfAborted } from '../util/index.js';
 import {
   formatPlatform,
-  MediaType,
-  platformArgs,
   type Descriptor,
   type Digest,
   type ImageConfig,
   type Platform,
 } from '../oci/index.js';
-import { nullProgress, type ProgressSink } from '../progress/index.js';
+import type { ProgressSink } from '../progress/index.js';
 import { applyLayer, writeLayerFromDirectory, writeLayerFromOverlayUpper, type LayerInfo } from '../layer/index.js';
-import { buildImage, emptyConfig, resolveImageForPlatform, type ContentSource, type LayerRef, type LoadedImage } from '../image/index.js';
+import { emptyConfig, type ContentSource, type LayerRef, type LoadedImage } from '../image/index.js';
 import type { Store } from '../store/index.js';
 import type { AddStep, CopySource, CopyStep, RunStep, StageNode, Step } from '../graph/index.js';
 import { runInSandbox } from '../sandbox/index.js';
@@ -206,7 +204,7 @@ export class Solver {
         break;
     }
     // Layer-producing steps: key, cache, execute.
-    const inputs = await this.stepInputs(stage, state, step);
+    const inputs = await this.stepInputs(stage, step);
     const key = sha(`${state.key}\0${step.kind}\0${step.display}\0${JSON.stringify(stepIdentity(step))}\0${inputs}`);
     emit('start');
     try {
@@ -230,7 +228,7 @@ export class Solver {
         }
         createdBy = `RUN ${step.command && 'shell' in step.command ? `/bin/sh -c ${step.command.shell}` : JSON.stringify(step.args)} # archway`;
       } else {
-        layer = await this.execCopy(stage, state, step, inputs);
+        layer = await this.execCopy(state, step, inputs);
         createdBy = `${step.kind.toUpperCase()} ${[...step.sources, ...(step.kind === 'add' ? step.urls : [])].join(' ')} ${step.dest} # archway`;
       }
       stats.run++;
@@ -256,7 +254,7 @@ export class Solver {
   }
 
   /** What a step reads besides its parent state: the contents of COPY/ADD sources. */
-  private async stepInputs(stage: StageNode, state: StageState, step: Step): Promise<string> {
+  private async stepInputs(stage: StageNode, step: Step): Promise<string> {
     if (step.kind === 'copy' || step.kind === 'add') {
       const from: CopySource = step.from;
       if (from.kind === 'context') {
@@ -270,7 +268,8 @@ export class Solver {
       return image.descriptor.digest;
     }
     if (step.kind === 'run') {
-      // Cache keys must not depend on which base a stage name resolved to on another run.
+      // A RUN reads its network mode and the stages it mounts; the architecture is in the key so
+      // that platforms sharing a base state (a scratch stage) never share a RUN result.
       const mounts = [];
       for (const m of step.mounts) if (m.from?.kind === 'stage') mounts.push((await this.solveStage(m.from.stage)).key);
       return `${this.o.network}\0${mounts.join(',')}\0${stage.platform.architecture}`;
@@ -326,7 +325,8 @@ export class Solver {
         this.o.progress.emit({ kind: 'log', id: lineId, platform, stream, line });
       }
     };
-    const network = step.network === 'default' ? (this.o.network === 'host' ? 'host' : this.o.network === 'none' ? 'none' : 'host') : step.network;
+    // The default network of a RUN step is the host's, as BuildKit's; --network none isolates it.
+    const network = step.network !== 'default' ? step.network : this.o.network === 'none' ? 'none' : 'host';
     try {
       const result = await runInSandbox({
         layers: lowers,
@@ -366,7 +366,7 @@ export class Solver {
 
   // ------------------------------------------------------------------ COPY / ADD
 
-  private async execCopy(stage: StageNode, state: StageState, step: CopyStep | AddStep, inputsDigest: string): Promise<LayerRef> {
+  private async execCopy(state: StageState, step: CopyStep | AddStep, inputsDigest: string): Promise<LayerRef> {
     const lowers = await this.snapshots(state);
     const cfg = state.config.config ?? {};
     const dest = path.posix.isAbsolute(step.dest) ? step.dest : path.posix.join(cfg.WorkingDir || '/', step.dest) + (step.dest.endsWith('/') ? '/' : '');
@@ -496,4 +496,3 @@ function sameArch(a: Platform, b: Platform): boolean {
   return a.architecture === b.architecture || (b.architecture === 'amd64' && a.architecture === '386') || (b.architecture === 'arm64' && a.architecture === 'arm');
 }
 
-export { platformArgs, MediaType };

@@ -77,8 +77,6 @@ const DEFAULT_CAPS = [
   'net_bind_service', 'net_raw', 'sys_chroot', 'mknod', 'audit_write', 'setfcap',
 ];
 
-const DEV_NODES = ['/dev/null', '/dev/zero', '/dev/full', '/dev/random', '/dev/urandom', '/dev/tty'];
-
 /**
  * The script run by the host's /bin/sh inside the new namespaces. Arguments:
  *   ROOT MODE LOWER UPPER OWORK LCWD STATE HOSTNAME NET  NBINDS {SRC KIND RO N P1..PN}*

@@ -2,7 +2,7 @@ import { ArchwayError } from '../../util/index.js';
 import { parsePlatformList, shortDigest } from '../../oci/index.js';
 import { parseLocation } from '../../ref/index.js';
 import { canMount, copyImage, openSource, openTarget, type MultiArch, type OpenContext } from '../../imagetools/index.js';
-import { boolOpt, listOpt, requirePositionals, stringOpt, usageError, type Command, type CommandContext, type OptionSpec } from '../command.js';
+import { listOpt, requirePositionals, stringOpt, usageError, type Command, type CommandContext, type OptionSpec } from '../command.js';
 
 /** Options every registry-touching command shares. */
 export const REGISTRY_OPTIONS: Record<string, OptionSpec> = {
