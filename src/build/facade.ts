@@ -248,6 +248,7 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
     network: opts.network ?? 'default',
     buildPlatform: hostPlatform(),
     targetPlatformOf: targetPlatformsOf,
+    dockerfileName: path.relative(process.cwd(), first.file) || first.file,
     ...(sourceDateEpoch !== undefined ? { sourceDateEpoch } : {}),
     ...signalOpt,
     progress,
@@ -255,14 +256,19 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
 
   const labels = { ...provenanceLabels(opts.context, sourceDateEpoch), ...(opts.labels ?? {}) };
   const jobs = new Limiter(Math.max(1, opts.jobs ?? cpus().length));
-  const settled = await Promise.allSettled(
-    plan.targets.map((t) =>
-      jobs.run(async () => {
-        const state = await solver.solveStage(t.stage);
-        return finishImage(store, state, t.platform, labels, opts.signal);
-      }, opts.signal),
-    ),
-  );
+  let settled: Array<PromiseSettledResult<Descriptor>>;
+  try {
+    settled = await Promise.allSettled(
+      plan.targets.map((t) =>
+        jobs.run(async () => {
+          const state = await solver.solveStage(t.stage);
+          return finishImage(store, state, t.platform, labels, opts.signal);
+        }, opts.signal),
+      ),
+    );
+  } finally {
+    await solver.dispose();
+  }
   if (opts.signal?.aborted) throw new ArchwayError('INTERRUPTED', 'build interrupted; nothing was published');
 
   const outcomes: PlatformOutcome[] = plan.targets.map((t, i) => {

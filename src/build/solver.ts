@@ -1,7 +1,7 @@
-import { createReadStream, promises as fs } from 'node:fs';
+import { createReadStream, constants as fsc, promises as fs } from 'node:fs';
 import { cpus } from 'node:os';
 import * as path from 'node:path';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { ArchwayError, errorMessage, isArchwayError, Limiter, SingleFlight, throwIfAborted } from '../util/index.js';
 import {
   formatPlatform,
@@ -18,6 +18,7 @@ import type { AddStep, CopySource, CopyStep, RunStep, StageNode, Step } from '..
 import { runInSandbox } from '../sandbox/index.js';
 import { cleanSourcePath, digestSources, expandSource, type SourceTree } from './context.js';
 import { parseChmod, parseChown, stageCopy } from './copy.js';
+import { downloadUrl, isHttpUrl, parseChecksum, urlFileName, URL_FILE_MODE, type Downloaded } from './download.js';
 import { lookupInLayers, readFileFromLayers, withMergedRoot } from './rootfs.js';
 import { layerSnapshots } from './snapshots.js';
 
@@ -45,6 +46,8 @@ export interface SolverOptions {
   buildPlatform: Platform;
   targetPlatformOf: (stage: StageNode) => Platform;
   sourceDateEpoch?: number;
+  /** The Dockerfile's name as the user gave it, for `file:line` in messages. */
+  dockerfileName?: string;
   signal?: AbortSignal;
   progress: ProgressSink;
 }
@@ -69,9 +72,26 @@ export class Solver {
   private readonly stageResults = new Map<string, Promise<StageState>>();
   private readonly layerFlights = new SingleFlight<LayerRef>();
   private readonly runLimiter = new Limiter(Math.max(1, cpus().length));
+  /** ADD URL downloads of this build, by algorithm and URL: every platform shares one download. */
+  private readonly downloads = new Map<string, Promise<Downloaded>>();
+  private downloadDir: Promise<string> | undefined;
   readonly stats = new Map<string, StepStats>();
 
   constructor(private readonly o: SolverOptions) {}
+
+  /** Removes what the build downloaded (call once the build is over). */
+  async dispose(): Promise<void> {
+    const dir = await this.downloadDir?.catch(() => undefined);
+    if (dir) await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+
+  /** `Dockerfile:12`, and for a step an ONBUILD trigger brought in, where the trigger came from. */
+  private where(stage: StageNode, step: Step): string {
+    const file = this.o.dockerfileName ?? 'Dockerfile';
+    if (step.kind === 'onbuild' || !step.display.startsWith('ONBUILD ')) return `${file}:${step.line}`;
+    const from = stage.base.kind === 'image' ? `base image ${stage.base.ref}` : stage.base.kind === 'stage' ? `stage ${stage.base.stage.name ?? stage.base.stage.index}` : 'its base';
+    return `${file}:${step.line} (ONBUILD trigger from ${from})`;
+  }
 
   private statsFor(p: Platform): StepStats {
     const k = formatPlatform(p);
@@ -107,6 +127,13 @@ export class Solver {
     let state = await this.baseState(stage);
     // A stage built on another stage or image takes that state but runs on its own platform.
     state = { ...state, platform: stage.platform };
+    // The base's ONBUILD triggers ran as this stage's first steps (the planner put them there);
+    // they do not carry over into this image, as in docker and BuildKit.
+    if (state.config.config?.OnBuild) {
+      const config = structuredClone(state.config);
+      if (config.config) delete config.config.OnBuild;
+      state = { ...state, config };
+    }
     for (const step of stage.steps) {
       throwIfAborted(this.o.signal);
       state = await this.runStep(stage, state, step);
@@ -228,7 +255,7 @@ export class Solver {
         }
         createdBy = `RUN ${step.command && 'shell' in step.command ? `/bin/sh -c ${step.command.shell}` : JSON.stringify(step.args)} # archway`;
       } else {
-        layer = await this.execCopy(state, step, inputs);
+        layer = await this.execCopy(stage, state, step, inputs);
         createdBy = `${step.kind.toUpperCase()} ${[...step.sources, ...(step.kind === 'add' ? step.urls : [])].join(' ')} ${step.dest} # archway`;
       }
       stats.run++;
@@ -258,10 +285,16 @@ export class Solver {
     if (step.kind === 'copy' || step.kind === 'add') {
       const from: CopySource = step.from;
       if (from.kind === 'context') {
-        if (step.sources.length === 0) return 'inline';
-        const matches = [];
-        for (const s of step.sources) matches.push(...(await expandSource(this.o.contextTree, s).catch((e: unknown) => rethrowAt(e, step))));
-        return digestSources(this.o.contextTree, matches);
+        const urls = step.kind === 'add' ? step.urls : [];
+        if (step.sources.length === 0 && urls.length === 0) return 'inline';
+        const parts: string[] = [];
+        if (step.sources.length > 0) {
+          const matches = [];
+          for (const s of step.sources) matches.push(...(await expandSource(this.o.contextTree, s).catch((e: unknown) => rethrowAt(e, step))));
+          parts.push(await digestSources(this.o.contextTree, matches));
+        }
+        if (step.kind === 'add') for (const u of step.urls) parts.push(await this.urlInput(stage, step, u));
+        return urls.length === 0 ? (parts[0] as string) : sha(`urls\0${parts.join('\0')}`);
       }
       if (from.kind === 'stage') return (await this.solveStage(from.stage)).key;
       const { image } = await this.o.openBase(from.ref, from.platform);
@@ -275,6 +308,62 @@ export class Solver {
       return `${this.o.network}\0${mounts.join(',')}\0${stage.platform.architecture}`;
     }
     return '';
+  }
+
+  /**
+   * What an ADD of a URL contributes to the cache key: with --checksum, the checksum (nothing is
+   * downloaded on a cache hit); without, the content itself, downloaded again on every build.
+   */
+  private async urlInput(stage: StageNode, step: AddStep, url: string): Promise<string> {
+    if (!isHttpUrl(url)) {
+      throw new ArchwayError('USAGE', `${this.where(stage, step)}: ADD of a Git repository is not supported yet: ${url}`, { hint: 'clone it into the build context and COPY it' });
+    }
+    if (step.checksum) {
+      try {
+        parseChecksum(step.checksum);
+      } catch (e) {
+        return rethrowWhere(e, this.where(stage, step));
+      }
+      return `${url}\0checksum\0${step.checksum}`;
+    }
+    const d = await this.fetchUrl(stage, step, url);
+    return `${url}\0sha256:${d.digests['sha256'] ?? ''}\0${d.mtime.getTime()}`;
+  }
+
+  /** Downloads a URL once per build (shared by platforms and steps) and checks --checksum. */
+  private async fetchUrl(stage: StageNode, step: AddStep, url: string): Promise<Downloaded> {
+    let checksum;
+    try {
+      checksum = step.checksum ? parseChecksum(step.checksum) : undefined;
+    } catch (e) {
+      return rethrowWhere(e, this.where(stage, step));
+    }
+    const algorithm = checksum?.algorithm ?? 'sha256';
+    const k = `${algorithm}\0${url}`;
+    let p = this.downloads.get(k);
+    if (!p) {
+      p = (async () => {
+        this.downloadDir ??= this.tempDir('download-');
+        const dir = await this.downloadDir;
+        this.o.progress.emit({ kind: 'message', level: 'info', text: `downloading ${url}` });
+        return downloadUrl(url, path.join(dir, randomBytes(8).toString('hex')), { algorithms: [algorithm], ...(this.o.signal ? { signal: this.o.signal } : {}) });
+      })();
+      this.downloads.set(k, p);
+      p.catch(() => this.downloads.delete(k));
+    }
+    let d: Downloaded;
+    try {
+      d = await p;
+    } catch (e) {
+      return rethrowWhere(e, `${this.where(stage, step)}: ADD`);
+    }
+    if (checksum && d.digests[algorithm] !== checksum.hex) {
+      throw new ArchwayError('INTEGRITY', `${this.where(stage, step)}: ADD --checksum: ${url} has the digest ${algorithm}:${d.digests[algorithm] ?? ''}, expected ${step.checksum ?? ''}`, {
+        details: { url, line: step.line, expected: step.checksum, actual: `${algorithm}:${d.digests[algorithm] ?? ''}` },
+        hint: 'the file at that URL changed, or the checksum is wrong; check the URL and update --checksum',
+      });
+    }
+    return d;
   }
 
   // ------------------------------------------------------------------ snapshots
@@ -366,7 +455,7 @@ export class Solver {
 
   // ------------------------------------------------------------------ COPY / ADD
 
-  private async execCopy(state: StageState, step: CopyStep | AddStep, inputsDigest: string): Promise<LayerRef> {
+  private async execCopy(stage: StageNode, state: StageState, step: CopyStep | AddStep, inputsDigest: string): Promise<LayerRef> {
     const lowers = await this.snapshots(state);
     const cfg = state.config.config ?? {};
     const dest = path.posix.isAbsolute(step.dest) ? step.dest : path.posix.join(cfg.WorkingDir || '/', step.dest) + (step.dest.endsWith('/') ? '/' : '');
@@ -380,7 +469,7 @@ export class Solver {
     const chmod = step.chmod ? parseChmod(step.chmod) : undefined;
     // The layer depends only on what is copied and where, not on the base: the same COPY on every
     // platform makes one layer, computed once (the key has no parent state in it).
-    const layerKey = sha(`copy-layer\0${inputsDigest}\0${dest}\0${destIsDir}\0${JSON.stringify(chown ?? null)}\0${chmod ?? ''}\0${JSON.stringify(step.exclude)}\0${JSON.stringify(step.heredocs)}`);
+    const layerKey = sha(`copy-layer\0${inputsDigest}\0${step.kind === 'add' ? `${JSON.stringify(step.urls)}\0${step.unpack ?? ''}\0` : ''}${dest}\0${destIsDir}\0${JSON.stringify(chown ?? null)}\0${chmod ?? ''}\0${JSON.stringify(step.exclude)}\0${JSON.stringify(step.heredocs)}`);
     return this.layerFlights.do(layerKey, async () => {
       if (!this.o.noCache) {
         const rec = (await this.o.store.getCacheRecord(layerKey)) as { layer: LayerRef } | undefined;
@@ -390,12 +479,15 @@ export class Solver {
       try {
         const staging = path.join(work, 'root');
         await fs.mkdir(staging);
-        if (step.heredocs.length > 0 && step.sources.length === 0) {
+        const urls = step.kind === 'add' ? step.urls : [];
+        if (step.sources.length + urls.length > 1 && !dest.endsWith('/') && !destIsDir) {
+          throw new ArchwayError('USAGE', `${this.where(stage, step)}: when adding several sources the destination must be a directory and end with a /: "${step.dest}"`);
+        }
+        if (step.heredocs.length > 0 && step.sources.length === 0 && urls.length === 0) {
           await this.stageInline(step, staging, dest, chown, chmod);
-        } else if (step.kind === 'add' && step.urls.length > 0) {
-          throw new ArchwayError('USAGE', `ADD of URLs is not supported yet (Dockerfile line ${step.line}): ${step.urls.join(' ')}`, { hint: 'download the file into the build context and COPY it' });
         } else {
-          await this.withSourceTree(step.from, async (tree) => {
+          if (step.kind === 'add') for (const u of step.urls) await this.stageUrl(stage, step, u, staging, dest, destIsDir, chown, chmod);
+          if (step.sources.length > 0) await this.withSourceTree(step.from, async (tree) => {
             const matches = [];
             for (const s of step.sources) matches.push(...(await expandSource(tree, s).catch((e: unknown) => rethrowAt(e, step))));
             if (step.kind === 'add' && step.unpack !== false) {
@@ -426,6 +518,37 @@ export class Solver {
         await fs.rm(work, { recursive: true, force: true }).catch(() => undefined);
       }
     });
+  }
+
+  /** Places a downloaded URL in the staging tree: named after the URL's path inside a directory destination, mode 0600. */
+  private async stageUrl(stage: StageNode, step: AddStep, url: string, staging: string, dest: string, destIsDir: boolean, chown: { uid: number; gid: number } | undefined, chmod: number | undefined): Promise<void> {
+    const d = await this.fetchUrl(stage, step, url);
+    const name = urlFileName(url);
+    const intoDir = dest.endsWith('/') || destIsDir || step.sources.length + step.urls.length > 1;
+    const owner = chown ?? { uid: 0, gid: 0 };
+    const to = path.join(staging, cleanSourcePath(intoDir ? path.posix.join(dest, name) : dest));
+    if (to === staging) throw new ArchwayError('USAGE', `${this.where(stage, step)}: cannot ADD ${url} as /`);
+    const parents: string[] = [];
+    for (let dir = path.dirname(to); dir.startsWith(staging + path.sep); dir = path.dirname(dir)) parents.unshift(dir);
+    for (const dir of parents) {
+      try {
+        await fs.mkdir(dir, { mode: 0o755 });
+        await fs.lchown(dir, owner.uid, owner.gid);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+    }
+    if (step.unpack === true && /\.(tar|tar\.gz|tgz|tar\.zst|tar\.xz)$/.test(name)) {
+      const target = path.join(staging, cleanSourcePath(dest));
+      await fs.mkdir(target, { recursive: true });
+      await applyLayer(createReadStream(d.file), target, { ...(this.o.signal ? { signal: this.o.signal } : {}) });
+      return;
+    }
+    await fs.rm(to, { recursive: true, force: true });
+    await fs.copyFile(d.file, to, fsc.COPYFILE_FICLONE);
+    await fs.lchown(to, owner.uid, owner.gid);
+    await fs.chmod(to, chmod ?? URL_FILE_MODE);
+    await fs.utimes(to, d.mtime, d.mtime);
   }
 
   private async stageInline(step: CopyStep | AddStep, staging: string, dest: string, chown: { uid: number; gid: number } | undefined, chmod: number | undefined): Promise<void> {
@@ -465,6 +588,14 @@ function stepIdentity(step: RunStep | CopyStep | AddStep): unknown {
 function excludeMatcher(patterns: string[]): (rel: string) => boolean {
   const res = patterns.map((p) => new RegExp(`^${cleanSourcePath(p).split('**').map((part) => part.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('[^/]*')).join('.*')}(/.*)?$`));
   return (rel) => res.some((r) => r.test(rel) || r.test(path.posix.basename(rel)));
+}
+
+/** Puts `where` (`Dockerfile:12: ADD`) in front of an error's message, keeping its code. */
+function rethrowWhere(e: unknown, where: string): never {
+  if (isArchwayError(e) && e.code !== 'INTERRUPTED') {
+    throw new ArchwayError(e.code, `${where}: ${e.message}`, { details: e.details, cause: e, ...(e.hint ? { hint: e.hint } : {}) });
+  }
+  throw e;
 }
 
 function rethrowAt(e: unknown, step: Step): never {
