@@ -5,7 +5,7 @@
 # store, 4. runs the result for two foreign platforms.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-archway() { node bin/archway.js "$@"; }
+archway() { bin/archway "$@"; }
 PLATFORMS=${PLATFORMS:-linux/amd64,linux/arm64,linux/arm/v7}
 archway binfmt --install arm64,arm,ppc64le,s390x,386 >/dev/null
 ctx=$(mktemp -d)

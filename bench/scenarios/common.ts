@@ -14,7 +14,7 @@ import type { Scenario } from '../harness.js';
 
 /** The repository root (dist/bench/scenarios/common.js → ../../..). */
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-export const ARCHWAY_BIN = path.join(REPO_ROOT, 'bin', 'archway.js');
+export const ARCHWAY_BIN = path.join(REPO_ROOT, 'bin', 'archway');
 export const DIST_BENCH = fileURLToPath(new URL('../', import.meta.url));
 
 /** BENCH_SCALE (default 1) scales the data sizes down (or up). */
@@ -82,7 +82,8 @@ export async function removeTree(dir: string): Promise<void> {
 }
 
 export function archwayArgv(...args: string[]): string[] {
-  return [process.execPath, ARCHWAY_BIN, ...args];
+  // bin/archway is the installed command: a launcher that runs dist/archway.mjs.
+  return [ARCHWAY_BIN, ...args];
 }
 
 /** An archway with its own store. */

@@ -5,7 +5,11 @@ import { formatHelp, parseCommandArgs, type Command, type CommandContext } from 
 import { commands } from './commands/index.js';
 import { makeProgress } from './render.js';
 
+// Set by scripts/bundle.mjs in dist/archway.mjs; the unbundled modules read package.json instead.
+declare const ARCHWAY_VERSION: string | undefined;
+
 function version(): string {
+  if (typeof ARCHWAY_VERSION === 'string') return ARCHWAY_VERSION;
   const pkgPath = fileURLToPath(new URL('../../../package.json', import.meta.url));
   return (JSON.parse(readFileSync(pkgPath, 'utf8')) as { version: string }).version;
 }

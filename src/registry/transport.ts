@@ -11,6 +11,27 @@ import type { Readable } from 'node:stream';
 import { ArchwayError, LIMITS, abortError, errorMessage, readAllLimited, redact } from '../util/index.js';
 import { endpointFor, type Endpoint, type HostSettings } from './settings.js';
 
+
+/**
+ * The certificates of NODE_EXTRA_CA_CERTS, which bin/archway passes on as ARCHWAY_EXTRA_CA_CERTS
+ * so that Node does not parse them at start-up; read once, when the first TLS agent is made.
+ */
+let extraCa: Buffer | null | undefined;
+function extraCaCertificates(): Buffer | null {
+  if (extraCa !== undefined) return extraCa;
+  const file = process.env['ARCHWAY_EXTRA_CA_CERTS'];
+  extraCa = null;
+  if (file) {
+    try {
+      extraCa = readFileSync(file);
+    } catch (e) {
+      // Node itself only warns when NODE_EXTRA_CA_CERTS cannot be read; do the same.
+      process.emitWarning(`ignoring extra CA certificates ${file}: ${errorMessage(e)}`);
+    }
+  }
+  return extraCa;
+}
+
 export interface HttpResponse {
   status: number;
   headers: http.IncomingHttpHeaders;
@@ -102,6 +123,8 @@ export class Transport {
           throw new ArchwayError('NETWORK', `cannot read the CA file configured for ${url.host}: ${errorMessage(e)}`);
         }
       }
+      const extra = extraCaCertificates();
+      if (extra) ca = [...(ca ?? []), extra];
       c.httpsAgent = new https.Agent({
         keepAlive: true,
         maxSockets: this.options.maxSockets,

@@ -1,11 +1,11 @@
-/** Runs the archway CLI as a user would (a child process of bin/archway.js) and captures the result. */
+/** Runs the archway CLI as a user would (bin/archway, the installed command) and captures the result. */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export const ARCHWAY_BIN = fileURLToPath(new URL('../../../bin/archway.js', import.meta.url));
+export const ARCHWAY_BIN = fileURLToPath(new URL('../../../bin/archway', import.meta.url));
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
 export interface CliResult {
@@ -24,7 +24,8 @@ export interface CliOptions {
 }
 
 export function archway(args: string[], opts: CliOptions = {}): Promise<CliResult> {
-  return runCommand(process.execPath, [ARCHWAY_BIN, ...args], opts);
+  // The launcher runs the bundle with ARCHWAY_NODE: the Node running the tests (20 or 24).
+  return runCommand(ARCHWAY_BIN, args, { ...opts, env: { ARCHWAY_NODE: process.execPath, ...opts.env } });
 }
 
 export function runCommand(cmd: string, args: string[], opts: CliOptions = {}): Promise<CliResult> {

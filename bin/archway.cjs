@@ -1,0 +1,33 @@
+'use strict';
+// Runs the bundled CLI (dist/archway.cjs) through V8's code cache (dist/archway.cjs.v8cache, made
+// by scripts/bundle.mjs): compiling the bundle would otherwise be most of archway's start-up.
+const fs = require('node:fs');
+const path = require('node:path');
+const vm = require('node:vm');
+const { createRequire, wrap } = require('node:module');
+
+const file = path.join(__dirname, '..', 'dist', 'archway.cjs');
+const cacheFile = `${file}.v8cache`;
+let cachedData;
+try {
+  // A cache older than the bundle belongs to an earlier build: V8 would only check its length.
+  if (fs.statSync(cacheFile).mtimeMs >= fs.statSync(file).mtimeMs) cachedData = fs.readFileSync(cacheFile);
+} catch {
+  cachedData = undefined;
+}
+const script = new vm.Script(wrap(fs.readFileSync(file, 'utf8')), { filename: file, cachedData });
+const bundle = { exports: {} };
+script.runInThisContext()(bundle.exports, createRequire(file), bundle, file, path.dirname(file));
+if (cachedData === undefined || script.cachedDataRejected) {
+  // Missing, stale or made by another Node: leave a fresh cache for the next run where we may write.
+  process.once('exit', () => {
+    const tmp = `${cacheFile}.${process.pid}`;
+    try {
+      fs.writeFileSync(tmp, script.createCachedData());
+      fs.renameSync(tmp, cacheFile);
+    } catch {
+      fs.rmSync(tmp, { force: true });
+    }
+  });
+}
+bundle.exports.runCli();
