@@ -77,9 +77,11 @@ export class OciLayout implements ContentTarget {
     const layout = new OciLayout(abs, opts.name ?? `oci:${dir}`, opts.lockTimeoutMs ?? 30_000);
     const layoutFile = join(abs, OCI_LAYOUT_FILE);
     try {
-      if (opts.create) {
+      // An existing layout is only read: creating writes and syncs two files, which every command
+      // that opens the store would otherwise pay for.
+      if (opts.create) await mkdir(layout.tmpDir, { recursive: true });
+      if (opts.create && !(await pathExists(join(abs, 'index.json')))) {
         await mkdir(join(abs, 'blobs'), { recursive: true });
-        await mkdir(layout.tmpDir, { recursive: true });
         await createFileExclusive(layoutFile, encodeJson({ imageLayoutVersion: OCI_LAYOUT_VERSION }), layout.tmpDir);
         await createFileExclusive(join(abs, 'index.json'), encodeJson(emptyIndex()), layout.tmpDir);
       }
