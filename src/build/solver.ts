@@ -70,7 +70,8 @@ export interface StepStats {
 export class Solver {
   private readonly stageFlights = new SingleFlight<StageState>();
   private readonly stageResults = new Map<string, Promise<StageState>>();
-  private readonly layerFlights = new SingleFlight<LayerRef>();
+  /** COPY/ADD layers of this build by their base-independent key. */
+  private readonly copyLayers = new Map<string, Promise<LayerRef>>();
   private readonly runLimiter = new Limiter(Math.max(1, cpus().length));
   /** ADD URL downloads of this build, by algorithm and URL: every platform shares one download. */
   private readonly downloads = new Map<string, Promise<Downloaded>>();
@@ -470,7 +471,10 @@ export class Solver {
     // The layer depends only on what is copied and where, not on the base: the same COPY on every
     // platform makes one layer, computed once (the key has no parent state in it).
     const layerKey = sha(`copy-layer\0${inputsDigest}\0${step.kind === 'add' ? `${JSON.stringify(step.urls)}\0${step.unpack ?? ''}\0` : ''}${dest}\0${destIsDir}\0${JSON.stringify(chown ?? null)}\0${chmod ?? ''}\0${JSON.stringify(step.exclude)}\0${JSON.stringify(step.heredocs)}`);
-    return this.layerFlights.do(layerKey, async () => {
+    // Computed once per build, --no-cache included: later platforms take the first one's layer.
+    const known = this.copyLayers.get(layerKey);
+    if (known) return known;
+    const layer = (async (): Promise<LayerRef> => {
       if (!this.o.noCache) {
         const rec = (await this.o.store.getCacheRecord(layerKey)) as { layer: LayerRef } | undefined;
         if (rec && (await this.o.store.exists(rec.layer.descriptor))) return rec.layer;
@@ -517,7 +521,9 @@ export class Solver {
       } finally {
         await fs.rm(work, { recursive: true, force: true }).catch(() => undefined);
       }
-    });
+    })();
+    this.copyLayers.set(layerKey, layer);
+    return layer;
   }
 
   /** Places a downloaded URL in the staging tree: named after the URL's path inside a directory destination, mode 0600. */
