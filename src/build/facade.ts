@@ -1,7 +1,6 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { cpus } from 'node:os';
-import { spawnSync } from 'node:child_process';
 import { ArchwayError, errorMessage, isArchwayError, Limiter } from '../util/index.js';
 import {
   Annotation,
@@ -25,6 +24,7 @@ import type { SourceTree } from './context.js';
 import { cleanStaleMounts } from './rootfs.js';
 import { Solver, type StageState } from './solver.js';
 import type { BuildOptions, BuildResult, OutputSpec, PlatformOutcome } from './types.js';
+import { gitInfo } from './git.js';
 
 /** Reads the Dockerfile and its ignore file (`Dockerfile.dockerignore` beside it wins over the context's). */
 async function readInputs(opts: BuildOptions): Promise<{ file: string; text: string; ignore: (rel: string, isDir: boolean) => boolean }> {
@@ -191,14 +191,9 @@ async function preflight(plan: BuildPlan, openBase: BaseOpener, signal?: AbortSi
 /** OCI labels every build records: when, and the source and revision when known. */
 function provenanceLabels(context: string, sourceDateEpoch: number | undefined): Record<string, string> {
   const labels: Record<string, string> = { [Annotation.Created]: new Date(sourceDateEpoch !== undefined ? sourceDateEpoch * 1000 : Date.now()).toISOString() };
-  const git = (args: string[]): string | undefined => {
-    const r = spawnSync('git', ['-C', context, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 });
-    return r.status === 0 ? r.stdout.trim() || undefined : undefined;
-  };
-  const revision = git(['rev-parse', 'HEAD']);
-  if (revision) labels[Annotation.Revision] = revision;
-  const remote = git(['config', '--get', 'remote.origin.url']);
-  if (remote && !/\/\/[^/]*@/.test(remote)) labels[Annotation.Source] = remote;
+  const git = gitInfo(context);
+  if (git.revision) labels[Annotation.Revision] = git.revision;
+  if (git.source) labels[Annotation.Source] = git.source;
   return labels;
 }
 
@@ -222,7 +217,9 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
   const openBase = makeBaseOpener(store, opts, openContext);
   await preflight(plan, openBase, opts.signal);
   // Now that the bases are known, plan again with their environments (ENV PATH=$PATH:/x needs the base's PATH).
+  // ONBUILD triggers of the bases, too: the planner puts them at the start of the stages built on them.
   const baseEnvs = new Map<string, Record<string, string>>();
+  const baseTriggers = new Map<string, string[]>();
   for (const stage of plan.stages) {
     if (stage.base.kind !== 'image') continue;
     const { image } = await openBase(stage.base.ref, stage.base.platform);
@@ -231,10 +228,19 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
       const i = e.indexOf('=');
       if (i > 0) env[e.slice(0, i)] = e.slice(i + 1);
     }
-    baseEnvs.set(`${stage.base.ref}\0${formatPlatform(stage.base.platform)}`, env);
+    const k = `${stage.base.ref}\0${formatPlatform(stage.base.platform)}`;
+    baseEnvs.set(k, env);
+    const triggers = image.config.config?.OnBuild ?? [];
+    if (triggers.length > 0) baseTriggers.set(k, triggers);
   }
   if (baseEnvs.size > 0) {
-    plan = planBuild({ ...planInputs(opts, first.text, first.file), baseImageEnv: (ref, p) => baseEnvs.get(`${ref}\0${formatPlatform(p)}`) });
+    plan = planBuild({
+      ...planInputs(opts, first.text, first.file),
+      baseImageEnv: (ref, p) => baseEnvs.get(`${ref}\0${formatPlatform(p)}`),
+      baseImageOnBuild: (ref, p) => baseTriggers.get(`${ref}\0${formatPlatform(p)}`),
+    });
+    // Triggers can add RUN steps and sources: check the final plan too (bases are opened once).
+    if (baseTriggers.size > 0) await preflight(plan, openBase, opts.signal);
   }
 
   const envEpoch = (opts.env ?? process.env).SOURCE_DATE_EPOCH;

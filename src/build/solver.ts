@@ -11,15 +11,14 @@ import {
   type Platform,
 } from '../oci/index.js';
 import type { ProgressSink } from '../progress/index.js';
-import { applyLayer, writeLayerFromDirectory, writeLayerFromOverlayUpper, type LayerInfo } from '../layer/index.js';
+import { applyLayer, writeLayerFromDirectory, type LayerInfo } from '../layer/index.js';
 import { emptyConfig, type ContentSource, type LayerRef, type LoadedImage } from '../image/index.js';
 import type { Store } from '../store/index.js';
 import type { AddStep, CopySource, CopyStep, RunStep, StageNode, Step } from '../graph/index.js';
-import { runInSandbox } from '../sandbox/index.js';
 import { cleanSourcePath, digestSources, expandSource, type SourceTree } from './context.js';
 import { parseChmod, parseChown, stageCopy } from './copy.js';
 import { downloadUrl, isHttpUrl, parseChecksum, urlFileName, URL_FILE_MODE, type Downloaded } from './download.js';
-import { lookupInLayers, readFileFromLayers, withMergedRoot } from './rootfs.js';
+import { lookupInLayers, readFileFromLayers, runStep, withMergedRoot } from './rootfs.js';
 import { layerSnapshots } from './snapshots.js';
 
 /** What a stage has built so far: the image config and the layers under it. */
@@ -291,7 +290,7 @@ export class Solver {
         const parts: string[] = [];
         if (step.sources.length > 0) {
           const matches = [];
-          for (const s of step.sources) matches.push(...(await expandSource(this.o.contextTree, s).catch((e: unknown) => rethrowAt(e, step))));
+          for (const s of step.sources) matches.push(...(await expandSource(this.o.contextTree, s).catch((e: unknown) => rethrowAt(e, this.where(stage, step), step))));
           parts.push(await digestSources(this.o.contextTree, matches));
         }
         if (step.kind === 'add') for (const u of step.urls) parts.push(await this.urlInput(stage, step, u));
@@ -418,7 +417,7 @@ export class Solver {
     // The default network of a RUN step is the host's, as BuildKit's; --network none isolates it.
     const network = step.network !== 'default' ? step.network : this.o.network === 'none' ? 'none' : 'host';
     try {
-      const result = await runInSandbox({
+      const run = await runStep({
         layers: lowers,
         upperDir: upper,
         argv: step.args,
@@ -431,23 +430,28 @@ export class Solver {
         onOutput,
         platform: stage.platform,
         ...(this.o.signal ? { signal: this.o.signal } : {}),
-      });
+      }, work);
+      const result = run.result;
       if (partial) tail.push(partial);
       if (result.exitCode !== 0) {
         throwIfAborted(this.o.signal);
         const how = result.signal ? `was killed by ${result.signal}` : `exited with code ${result.exitCode}`;
-        throw new ArchwayError('STEP_FAILED', `[${platform}] ${step.display} (Dockerfile line ${step.line}) ${how}${tail.length ? `\n--- last lines of output ---\n${tail.join('\n')}` : ''}`, {
+        throw new ArchwayError('STEP_FAILED', `[${platform}] ${step.display} (${this.where(stage, step)}) ${how}${tail.length ? `\n--- last lines of output ---\n${tail.join('\n')}` : ''}`, {
           details: { platform, line: step.line, exitCode: result.exitCode },
         });
       }
       const file = path.join(work, 'layer.tar.gz');
-      const info = await writeLayerFromOverlayUpper(upper, file, { compression: 'gzip', ...(this.o.sourceDateEpoch !== undefined ? { sourceDateEpoch: this.o.sourceDateEpoch } : {}), ...(this.o.signal ? { signal: this.o.signal } : {}) });
+      const info = await run.writeLayer(file, { compression: 'gzip', ...(this.o.sourceDateEpoch !== undefined ? { sourceDateEpoch: this.o.sourceDateEpoch } : {}), ...(this.o.signal ? { signal: this.o.signal } : {}) });
       const ref = await this.ingestLayer(file, info);
       // The upper directory already is this layer unpacked, whiteouts in overlay form: keep it.
-      await this.o.store.ensureSnapshot(info.diffID, async (tmp) => {
-        await fs.rm(tmp, { recursive: true, force: true });
-        await fs.rename(upper, tmp);
-      });
+      // (A copied-tree run has no upper: the snapshot is unpacked from the layer when needed.)
+      const kept = run.upper;
+      if (kept !== undefined) {
+        await this.o.store.ensureSnapshot(info.diffID, async (tmp) => {
+          await fs.rm(tmp, { recursive: true, force: true });
+          await fs.rename(kept, tmp);
+        });
+      }
       return ref;
     } finally {
       await fs.rm(work, { recursive: true, force: true }).catch(() => undefined);
@@ -493,7 +497,7 @@ export class Solver {
           if (step.kind === 'add') for (const u of step.urls) await this.stageUrl(stage, step, u, staging, dest, destIsDir, chown, chmod);
           if (step.sources.length > 0) await this.withSourceTree(step.from, async (tree) => {
             const matches = [];
-            for (const s of step.sources) matches.push(...(await expandSource(tree, s).catch((e: unknown) => rethrowAt(e, step))));
+            for (const s of step.sources) matches.push(...(await expandSource(tree, s).catch((e: unknown) => rethrowAt(e, this.where(stage, step), step))));
             if (step.kind === 'add' && step.unpack !== false) {
               const archives = matches.filter((m) => m.stat.isFile() && /\.(tar|tar\.gz|tgz|tar\.zst|tar\.xz)$/.test(m.rel));
               for (const a of archives) {
@@ -604,9 +608,9 @@ function rethrowWhere(e: unknown, where: string): never {
   throw e;
 }
 
-function rethrowAt(e: unknown, step: Step): never {
+function rethrowAt(e: unknown, where: string, step: Step): never {
   if (isArchwayError(e)) {
-    throw new ArchwayError(e.code, `Dockerfile line ${step.line}: ${step.display}: ${e.message}`, { details: { ...e.details, line: step.line }, ...(e.hint ? { hint: e.hint } : {}) });
+    throw new ArchwayError(e.code, `${where}: ${step.display}: ${e.message}`, { details: { ...e.details, line: step.line }, ...(e.hint ? { hint: e.hint } : {}) });
   }
   throw e;
 }

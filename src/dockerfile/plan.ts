@@ -38,6 +38,11 @@ export interface PlanOptions {
    * it, variables that only a base image defines expand to empty and are not warned about.
    */
   baseImageEnv?: (ref: string, platform: Platform) => Record<string, string> | undefined;
+  /**
+   * The ONBUILD triggers of a base image (its config's OnBuild), when the caller has resolved it.
+   * They are parsed with this parser and run first in every stage built FROM that image.
+   */
+  baseImageOnBuild?: (ref: string, platform: Platform) => readonly string[] | undefined;
 }
 
 export const PLATFORM_ARG_NAMES = [
@@ -333,6 +338,17 @@ export function planBuild(opts: PlanOptions): BuildPlan {
         const env = opts.baseImageEnv?.(image, platform);
         state = { env: new Map(Object.entries(env ?? {})), shell: defaultShell(platform), known: env !== undefined };
       }
+      // ONBUILD triggers of the base run first, as if written right after FROM: from a base image's
+      // config, or from the ONBUILD instructions of a base stage in this Dockerfile (BuildKit's rule).
+      const triggers: Trigger[] = [];
+      if (base.kind === 'image') {
+        for (const text of opts.baseImageOnBuild?.(image, platform) ?? []) triggers.push(parseTrigger(file, from, text, `base image "${image}"`));
+      } else if (base.kind === 'stage' && baseStage) {
+        for (const ins of baseStage.body) {
+          if (ins.kind === 'onbuild') triggers.push({ ins: atFrom(ins.inner, from), text: ins.trigger, source: `stage "${baseStage.name ?? baseStage.index}" (line ${ins.line})`, from });
+        }
+      }
+      const triggerError = (e: unknown, t: Trigger): unknown => wrapTriggerError(file, e, t);
       const args = new Map<string, string | undefined>();
       const lookup: EnvLookup = (n) => state.env.get(n) ?? args.get(n);
       const baseKey =
@@ -387,10 +403,12 @@ export function planBuild(opts: PlanOptions): BuildPlan {
           if (chmod !== undefined) f.chmod = chmod;
           return f;
         });
+      // Steps an ONBUILD trigger brought in show as `ONBUILD RUN ...`, as in BuildKit's progress.
+      let displayPrefix = '';
       const push = (ins: Instruction, display: string, step: Record<string, unknown> & { kind: Step['kind'] }): void => {
         const key = contentKey({ prev: prevKey, step: keyable(step) });
         prevKey = key;
-        steps.push({ ...step, line: ins.line, column: ins.column, endLine: ins.endLine, text: ins.original, display, key } as unknown as Step);
+        steps.push({ ...step, line: ins.line, column: ins.column, endLine: ins.endLine, text: ins.original, display: displayPrefix + display, key } as unknown as Step);
       };
       const addDep = (s: CopySource | undefined): void => {
         if (s?.kind === 'stage' && !deps.includes(s.stage)) deps.push(s.stage);
@@ -406,226 +424,233 @@ export function planBuild(opts: PlanOptions): BuildPlan {
       };
       const firstLine = (ins: Instruction): string => oneLine(ins.original.split('\n')[0] ?? '');
 
-      for (const ins of def.body) {
-        if (ins.kind === 'cmd' || ins.kind === 'entrypoint' || ins.kind === 'healthcheck') {
-          const c = (counts.get(ins.kind) ?? 0) + 1;
-          counts.set(ins.kind, c);
-          if (c === 2) warn('multiple-instructions', `multiple ${ins.kind.toUpperCase()} instructions should not be used in the same stage because only the last one will be used`, ins.line, ins.column);
+      const body: Array<{ ins: Instruction; trigger?: Trigger }> = [...triggers.map((t) => ({ ins: t.ins, trigger: t })), ...def.body.map((ins) => ({ ins }))];
+      for (const { ins, trigger } of body) {
+        displayPrefix = trigger ? 'ONBUILD ' : '';
+        try {
+          if (ins.kind === 'cmd' || ins.kind === 'entrypoint' || ins.kind === 'healthcheck') {
+            const c = (counts.get(ins.kind) ?? 0) + 1;
+            counts.set(ins.kind, c);
+            if (c === 2) warn('multiple-instructions', `multiple ${ins.kind.toUpperCase()} instructions should not be used in the same stage because only the last one will be used`, ins.line, ins.column);
+          }
+          switch (ins.kind) {
+            case 'from':
+              break;
+            case 'arg': {
+              const resolved: Array<{ key: string; value?: string }> = [];
+              for (const a of ins.args) {
+                let v: string | undefined;
+                if (PLATFORM_ARGS.has(a.key) && a.value === undefined) v = globals.get(a.key) ?? platformArgs(a.key.startsWith('TARGET') ? 'TARGET' : 'BUILD', a.key.startsWith('TARGET') ? target : opts.buildPlatform)[a.key];
+                else if (hasBuildArg(a.key)) v = buildArgs[a.key];
+                else if (a.value !== undefined) v = word(ins, a.value);
+                else v = globals.get(a.key);
+                resolved.push(v === undefined ? { key: a.key } : { key: a.key, value: v });
+              }
+              for (const r of resolved) args.set(r.key, r.value);
+              push(ins, `ARG ${ins.args.map((a) => (a.value !== undefined ? `${a.key}=${a.value}` : a.key)).join(' ')}`, { kind: 'arg', args: resolved });
+              break;
+            }
+            case 'env':
+            case 'label': {
+              const pairs: KeyValue[] = ins.pairs.map((p) => ({ key: word(ins, p.key), value: word(ins, p.value) }));
+              if (ins.kind === 'env') for (const p of pairs) state.env.set(p.key, p.value);
+              push(ins, `${ins.kind.toUpperCase()} ${pairs.map((p) => `${p.key}=${JSON.stringify(p.value)}`).join(' ')}`, { kind: ins.kind, pairs });
+              break;
+            }
+            case 'run': {
+              const mounts: Mount[] = [];
+              for (const mtext of ins.mounts) {
+                let raw;
+                try {
+                  raw = parseMount(mtext, (v) => word(ins, v));
+                } catch (e) {
+                  if (e instanceof MountError) {
+                    throw parseError(file, { line: ins.line, column: columnIn(ins.original, '--mount', ins.column), source: ins.original }, `invalid --mount=${mtext}: ${e.message}`);
+                  }
+                  throw e;
+                }
+                const m: Mount = { type: raw.type, target: raw.target ?? '', readonly: raw.readonly };
+                if (raw.source !== undefined) m.source = raw.source;
+                if (raw.from !== undefined) {
+                  m.from = resolveSource(raw.from, ins, def, platform);
+                  addDep(m.from);
+                } else if (raw.type === 'bind') m.from = { kind: 'context' };
+                if (raw.type === 'cache') {
+                  m.id = raw.id ?? raw.target ?? '';
+                  m.sharing = raw.sharing ?? 'shared';
+                  m.mode = raw.mode ?? 0o755;
+                } else if (raw.type === 'secret') {
+                  const id = raw.id ?? raw.source ?? (raw.target !== undefined ? (raw.target.split('/').filter(Boolean).pop() ?? '') : (raw.env ?? ''));
+                  m.id = id;
+                  if (raw.target === undefined && raw.env === undefined) m.target = `/run/secrets/${id}`;
+                  m.mode = raw.mode ?? 0o400;
+                  m.required = raw.required;
+                  if (raw.env !== undefined) m.env = raw.env;
+                  delete m.source;
+                } else if (raw.type === 'ssh') {
+                  m.id = raw.id ?? 'default';
+                  if (raw.target === undefined) m.target = `/run/buildkit/ssh_agent.${mounts.filter((x) => x.type === 'ssh').length}`;
+                  m.mode = raw.mode ?? 0o600;
+                  m.required = raw.required;
+                } else if (raw.id !== undefined) m.id = raw.id;
+                if (raw.type !== 'cache' && raw.mode !== undefined) m.mode = raw.mode;
+                if (raw.uid !== undefined) m.uid = raw.uid;
+                if (raw.gid !== undefined) m.gid = raw.gid;
+                if (raw.size !== undefined) m.size = raw.size;
+                mounts.push(m);
+              }
+              const network = ins.network !== undefined ? word(ins, ins.network) : 'default';
+              if (!['default', 'none', 'host'].includes(network)) {
+                throw parseError(file, { line: ins.line, column: columnIn(ins.original, '--network', ins.column), source: ins.original }, `unsupported network mode "${network}" (expected default, none or host)`);
+              }
+              const env: Record<string, string> = {};
+              for (const [k, v] of args) if (v !== undefined && !state.env.has(k)) env[k] = v;
+              const heredocs = heredocFiles(ins, ins.heredocs, undefined, false);
+              let argv: string[];
+              let script: { path: string; content: string } | undefined;
+              if ('exec' in ins.command) {
+                argv = ins.command.exec;
+              } else {
+                scanRun(ins, ins.command.shell);
+                let cmd = ins.command.shell;
+                const firstHd = heredocs[0];
+                if (firstHd !== undefined) {
+                  const onlyHeredoc = heredocs.length >= 1 && /^\d*<<-?\s*["']?[^\s"']+["']?$/.test(cmd.trim());
+                  if (onlyHeredoc) {
+                    if (platform.os !== 'windows' && firstHd.content.startsWith('#!')) {
+                      script = { path: `/dev/pipes/${firstHd.name}`, content: firstHd.content };
+                      cmd = '';
+                    } else cmd = firstHd.content;
+                  } else {
+                    for (const h of ins.heredocs) cmd += '\n' + h.content + h.name;
+                  }
+                }
+                argv = script ? [script.path] : [...state.shell, cmd];
+              }
+              const step: Record<string, unknown> & { kind: 'run' } = {
+                kind: 'run',
+                command: ins.command,
+                args: argv,
+                shell: [...state.shell],
+                env,
+                mounts,
+                network,
+                security: ins.security === 'insecure' ? 'insecure' : 'sandbox',
+                heredocs,
+              };
+              if (script) step['script'] = script;
+              const flagText = [...mounts.map((m) => `--mount=type=${m.type},target=${m.target}`), ...(network !== 'default' ? [`--network=${network}`] : [])].join(' ');
+              const cmdText = 'exec' in ins.command ? JSON.stringify(ins.command.exec) : oneLine(ins.command.shell);
+              push(ins, `RUN ${flagText ? flagText + ' ' : ''}${cmdText}`, step);
+              break;
+            }
+            case 'copy':
+            case 'add': {
+              const chown = ins.chown !== undefined ? word(ins, ins.chown) : undefined;
+              const chmod = ins.chmod !== undefined ? word(ins, ins.chmod) : undefined;
+              const srcs = ins.sources.map((s) => word(ins, s));
+              const dest = word(ins, ins.dest);
+              const exclude = ins.exclude.map((s) => word(ins, s));
+              const heredocs = heredocFiles(ins, ins.heredocSources, chmod, true);
+              const step: Record<string, unknown> & { kind: 'copy' | 'add' } = { kind: ins.kind, dest, link: ins.link, exclude, heredocs };
+              if (chown !== undefined) step['chown'] = chown;
+              if (chmod !== undefined) step['chmod'] = chmod;
+              let fromText = '';
+              if (ins.kind === 'copy') {
+                let from: CopySource = { kind: 'context' };
+                if (ins.from !== undefined) {
+                  const f = word(ins, ins.from);
+                  from = resolveSource(f, ins, def, platform);
+                  fromText = `--from=${from.kind === 'stage' ? (from.stage.name ?? String(from.stage.index)) : f} `;
+                }
+                addDep(from);
+                step['sources'] = srcs;
+                step['from'] = from;
+                step['parents'] = ins.parents;
+              } else {
+                step['sources'] = srcs.filter((s) => !isRemote(s));
+                step['urls'] = srcs.filter(isRemote);
+                step['from'] = { kind: 'context' };
+                step['keepGitDir'] = ins.keepGitDir;
+                if (ins.unpack !== undefined) step['unpack'] = ins.unpack;
+                if (ins.checksum !== undefined) {
+                  const c = word(ins, ins.checksum);
+                  if (srcs.length !== 1 || !isRemote(srcs[0] as string)) {
+                    throw parseError(file, { line: ins.line, column: columnIn(ins.original, '--checksum', ins.column), source: ins.original }, 'checksum requires a single source that is an HTTP URL or a Git repository');
+                  }
+                  if (!/^(sha256|sha384|sha512):[0-9a-f]+$/.test(c)) {
+                    throw parseError(file, { line: ins.line, column: columnIn(ins.original, '--checksum', ins.column), source: ins.original }, `invalid checksum digest format "${c}" (expected sha256:<hex>)`);
+                  }
+                  step['checksum'] = c;
+                }
+              }
+              const shown = [...srcs, ...heredocs.map((h) => `<<${h.name}`)];
+              push(ins, `${ins.kind.toUpperCase()} ${fromText}${shown.join(' ')} ${dest}`, step);
+              break;
+            }
+            case 'workdir': {
+              const path = word(ins, ins.path);
+              push(ins, `WORKDIR ${path}`, { kind: 'workdir', path });
+              break;
+            }
+            case 'user': {
+              const user = word(ins, ins.user);
+              push(ins, `USER ${user}`, { kind: 'user', user });
+              break;
+            }
+            case 'expose': {
+              const ws = ins.ports.flatMap((p) => words(ins, p));
+              const ports = normalizePorts(ws);
+              if (typeof ports === 'string') {
+                throw parseError(file, { line: ins.line, column: columnIn(ins.original, ports, ins.column), source: ins.original }, `invalid port "${ports}" in EXPOSE (expected PORT[-PORT][/tcp|udp|sctp])`);
+              }
+              push(ins, `EXPOSE ${ports.join(' ')}`, { kind: 'expose', ports });
+              break;
+            }
+            case 'volume': {
+              const paths = ins.paths.map((p) => word(ins, p));
+              if (paths.some((p) => p.trim() === '')) throw parseError(file, { line: ins.line, column: ins.column, source: ins.original }, 'VOLUME specified can not be an empty string');
+              push(ins, `VOLUME ${JSON.stringify(paths)}`, { kind: 'volume', paths });
+              break;
+            }
+            case 'stopsignal': {
+              const signal = word(ins, ins.signal);
+              const name = signal.toUpperCase().replace(/^SIG/, '');
+              if (!/^\d+$/.test(signal) && !SIGNALS.has(name) && !/^RTM(IN|AX)[+-]\d+$/.test(name)) {
+                throw parseError(file, { line: ins.line, column: ins.column, source: ins.original }, `Invalid signal: ${signal}`);
+              }
+              push(ins, `STOPSIGNAL ${signal}`, { kind: 'stopsignal', signal });
+              break;
+            }
+            case 'shell':
+              state.shell = [...ins.shell];
+              push(ins, `SHELL ${JSON.stringify(ins.shell)}`, { kind: 'shell', shell: [...ins.shell] });
+              break;
+            case 'cmd':
+            case 'entrypoint': {
+              const argv = 'exec' in ins.command ? ins.command.exec : [...state.shell, ins.command.shell];
+              if ('shell' in ins.command) scanRun(ins, ins.command.shell);
+              push(ins, `${ins.kind.toUpperCase()} ${JSON.stringify(argv)}`, { kind: ins.kind, command: ins.command, args: argv });
+              break;
+            }
+            case 'healthcheck': {
+              const step: Record<string, unknown> & { kind: 'healthcheck' } = { kind: 'healthcheck', test: ins.test };
+              for (const k of ['interval', 'timeout', 'startPeriod', 'startInterval', 'retries'] as const) if (ins[k] !== undefined) step[k] = ins[k];
+              push(ins, oneLine(ins.original), step);
+              break;
+            }
+            case 'onbuild':
+              push(ins, `ONBUILD ${oneLine(ins.trigger)}`, { kind: 'onbuild', instruction: ins.trigger });
+              break;
+            case 'maintainer':
+              push(ins, `MAINTAINER ${ins.maintainer}`, { kind: 'maintainer', maintainer: ins.maintainer });
+              break;
+          }
+          void firstLine;
+        } catch (e) {
+          if (trigger) throw triggerError(e, trigger);
+          throw e;
         }
-        switch (ins.kind) {
-          case 'from':
-            break;
-          case 'arg': {
-            const resolved: Array<{ key: string; value?: string }> = [];
-            for (const a of ins.args) {
-              let v: string | undefined;
-              if (PLATFORM_ARGS.has(a.key) && a.value === undefined) v = globals.get(a.key) ?? platformArgs(a.key.startsWith('TARGET') ? 'TARGET' : 'BUILD', a.key.startsWith('TARGET') ? target : opts.buildPlatform)[a.key];
-              else if (hasBuildArg(a.key)) v = buildArgs[a.key];
-              else if (a.value !== undefined) v = word(ins, a.value);
-              else v = globals.get(a.key);
-              resolved.push(v === undefined ? { key: a.key } : { key: a.key, value: v });
-            }
-            for (const r of resolved) args.set(r.key, r.value);
-            push(ins, `ARG ${ins.args.map((a) => (a.value !== undefined ? `${a.key}=${a.value}` : a.key)).join(' ')}`, { kind: 'arg', args: resolved });
-            break;
-          }
-          case 'env':
-          case 'label': {
-            const pairs: KeyValue[] = ins.pairs.map((p) => ({ key: word(ins, p.key), value: word(ins, p.value) }));
-            if (ins.kind === 'env') for (const p of pairs) state.env.set(p.key, p.value);
-            push(ins, `${ins.kind.toUpperCase()} ${pairs.map((p) => `${p.key}=${JSON.stringify(p.value)}`).join(' ')}`, { kind: ins.kind, pairs });
-            break;
-          }
-          case 'run': {
-            const mounts: Mount[] = [];
-            for (const mtext of ins.mounts) {
-              let raw;
-              try {
-                raw = parseMount(mtext, (v) => word(ins, v));
-              } catch (e) {
-                if (e instanceof MountError) {
-                  throw parseError(file, { line: ins.line, column: columnIn(ins.original, '--mount', ins.column), source: ins.original }, `invalid --mount=${mtext}: ${e.message}`);
-                }
-                throw e;
-              }
-              const m: Mount = { type: raw.type, target: raw.target ?? '', readonly: raw.readonly };
-              if (raw.source !== undefined) m.source = raw.source;
-              if (raw.from !== undefined) {
-                m.from = resolveSource(raw.from, ins, def, platform);
-                addDep(m.from);
-              } else if (raw.type === 'bind') m.from = { kind: 'context' };
-              if (raw.type === 'cache') {
-                m.id = raw.id ?? raw.target ?? '';
-                m.sharing = raw.sharing ?? 'shared';
-                m.mode = raw.mode ?? 0o755;
-              } else if (raw.type === 'secret') {
-                const id = raw.id ?? raw.source ?? (raw.target !== undefined ? (raw.target.split('/').filter(Boolean).pop() ?? '') : (raw.env ?? ''));
-                m.id = id;
-                if (raw.target === undefined && raw.env === undefined) m.target = `/run/secrets/${id}`;
-                m.mode = raw.mode ?? 0o400;
-                m.required = raw.required;
-                if (raw.env !== undefined) m.env = raw.env;
-                delete m.source;
-              } else if (raw.type === 'ssh') {
-                m.id = raw.id ?? 'default';
-                if (raw.target === undefined) m.target = `/run/buildkit/ssh_agent.${mounts.filter((x) => x.type === 'ssh').length}`;
-                m.mode = raw.mode ?? 0o600;
-                m.required = raw.required;
-              } else if (raw.id !== undefined) m.id = raw.id;
-              if (raw.type !== 'cache' && raw.mode !== undefined) m.mode = raw.mode;
-              if (raw.uid !== undefined) m.uid = raw.uid;
-              if (raw.gid !== undefined) m.gid = raw.gid;
-              if (raw.size !== undefined) m.size = raw.size;
-              mounts.push(m);
-            }
-            const network = ins.network !== undefined ? word(ins, ins.network) : 'default';
-            if (!['default', 'none', 'host'].includes(network)) {
-              throw parseError(file, { line: ins.line, column: columnIn(ins.original, '--network', ins.column), source: ins.original }, `unsupported network mode "${network}" (expected default, none or host)`);
-            }
-            const env: Record<string, string> = {};
-            for (const [k, v] of args) if (v !== undefined && !state.env.has(k)) env[k] = v;
-            const heredocs = heredocFiles(ins, ins.heredocs, undefined, false);
-            let argv: string[];
-            let script: { path: string; content: string } | undefined;
-            if ('exec' in ins.command) {
-              argv = ins.command.exec;
-            } else {
-              scanRun(ins, ins.command.shell);
-              let cmd = ins.command.shell;
-              const firstHd = heredocs[0];
-              if (firstHd !== undefined) {
-                const onlyHeredoc = heredocs.length >= 1 && /^\d*<<-?\s*["']?[^\s"']+["']?$/.test(cmd.trim());
-                if (onlyHeredoc) {
-                  if (platform.os !== 'windows' && firstHd.content.startsWith('#!')) {
-                    script = { path: `/dev/pipes/${firstHd.name}`, content: firstHd.content };
-                    cmd = '';
-                  } else cmd = firstHd.content;
-                } else {
-                  for (const h of ins.heredocs) cmd += '\n' + h.content + h.name;
-                }
-              }
-              argv = script ? [script.path] : [...state.shell, cmd];
-            }
-            const step: Record<string, unknown> & { kind: 'run' } = {
-              kind: 'run',
-              command: ins.command,
-              args: argv,
-              shell: [...state.shell],
-              env,
-              mounts,
-              network,
-              security: ins.security === 'insecure' ? 'insecure' : 'sandbox',
-              heredocs,
-            };
-            if (script) step['script'] = script;
-            const flagText = [...mounts.map((m) => `--mount=type=${m.type},target=${m.target}`), ...(network !== 'default' ? [`--network=${network}`] : [])].join(' ');
-            const cmdText = 'exec' in ins.command ? JSON.stringify(ins.command.exec) : oneLine(ins.command.shell);
-            push(ins, `RUN ${flagText ? flagText + ' ' : ''}${cmdText}`, step);
-            break;
-          }
-          case 'copy':
-          case 'add': {
-            const chown = ins.chown !== undefined ? word(ins, ins.chown) : undefined;
-            const chmod = ins.chmod !== undefined ? word(ins, ins.chmod) : undefined;
-            const srcs = ins.sources.map((s) => word(ins, s));
-            const dest = word(ins, ins.dest);
-            const exclude = ins.exclude.map((s) => word(ins, s));
-            const heredocs = heredocFiles(ins, ins.heredocSources, chmod, true);
-            const step: Record<string, unknown> & { kind: 'copy' | 'add' } = { kind: ins.kind, dest, link: ins.link, exclude, heredocs };
-            if (chown !== undefined) step['chown'] = chown;
-            if (chmod !== undefined) step['chmod'] = chmod;
-            let fromText = '';
-            if (ins.kind === 'copy') {
-              let from: CopySource = { kind: 'context' };
-              if (ins.from !== undefined) {
-                const f = word(ins, ins.from);
-                from = resolveSource(f, ins, def, platform);
-                fromText = `--from=${from.kind === 'stage' ? (from.stage.name ?? String(from.stage.index)) : f} `;
-              }
-              addDep(from);
-              step['sources'] = srcs;
-              step['from'] = from;
-              step['parents'] = ins.parents;
-            } else {
-              step['sources'] = srcs.filter((s) => !isRemote(s));
-              step['urls'] = srcs.filter(isRemote);
-              step['from'] = { kind: 'context' };
-              step['keepGitDir'] = ins.keepGitDir;
-              if (ins.unpack !== undefined) step['unpack'] = ins.unpack;
-              if (ins.checksum !== undefined) {
-                const c = word(ins, ins.checksum);
-                if (srcs.length !== 1 || !isRemote(srcs[0] as string)) {
-                  throw parseError(file, { line: ins.line, column: columnIn(ins.original, '--checksum', ins.column), source: ins.original }, 'checksum requires a single source that is an HTTP URL or a Git repository');
-                }
-                if (!/^(sha256|sha384|sha512):[0-9a-f]+$/.test(c)) {
-                  throw parseError(file, { line: ins.line, column: columnIn(ins.original, '--checksum', ins.column), source: ins.original }, `invalid checksum digest format "${c}" (expected sha256:<hex>)`);
-                }
-                step['checksum'] = c;
-              }
-            }
-            const shown = [...srcs, ...heredocs.map((h) => `<<${h.name}`)];
-            push(ins, `${ins.kind.toUpperCase()} ${fromText}${shown.join(' ')} ${dest}`, step);
-            break;
-          }
-          case 'workdir': {
-            const path = word(ins, ins.path);
-            push(ins, `WORKDIR ${path}`, { kind: 'workdir', path });
-            break;
-          }
-          case 'user': {
-            const user = word(ins, ins.user);
-            push(ins, `USER ${user}`, { kind: 'user', user });
-            break;
-          }
-          case 'expose': {
-            const ws = ins.ports.flatMap((p) => words(ins, p));
-            const ports = normalizePorts(ws);
-            if (typeof ports === 'string') {
-              throw parseError(file, { line: ins.line, column: columnIn(ins.original, ports, ins.column), source: ins.original }, `invalid port "${ports}" in EXPOSE (expected PORT[-PORT][/tcp|udp|sctp])`);
-            }
-            push(ins, `EXPOSE ${ports.join(' ')}`, { kind: 'expose', ports });
-            break;
-          }
-          case 'volume': {
-            const paths = ins.paths.map((p) => word(ins, p));
-            if (paths.some((p) => p.trim() === '')) throw parseError(file, { line: ins.line, column: ins.column, source: ins.original }, 'VOLUME specified can not be an empty string');
-            push(ins, `VOLUME ${JSON.stringify(paths)}`, { kind: 'volume', paths });
-            break;
-          }
-          case 'stopsignal': {
-            const signal = word(ins, ins.signal);
-            const name = signal.toUpperCase().replace(/^SIG/, '');
-            if (!/^\d+$/.test(signal) && !SIGNALS.has(name) && !/^RTM(IN|AX)[+-]\d+$/.test(name)) {
-              throw parseError(file, { line: ins.line, column: ins.column, source: ins.original }, `Invalid signal: ${signal}`);
-            }
-            push(ins, `STOPSIGNAL ${signal}`, { kind: 'stopsignal', signal });
-            break;
-          }
-          case 'shell':
-            state.shell = [...ins.shell];
-            push(ins, `SHELL ${JSON.stringify(ins.shell)}`, { kind: 'shell', shell: [...ins.shell] });
-            break;
-          case 'cmd':
-          case 'entrypoint': {
-            const argv = 'exec' in ins.command ? ins.command.exec : [...state.shell, ins.command.shell];
-            if ('shell' in ins.command) scanRun(ins, ins.command.shell);
-            push(ins, `${ins.kind.toUpperCase()} ${JSON.stringify(argv)}`, { kind: ins.kind, command: ins.command, args: argv });
-            break;
-          }
-          case 'healthcheck': {
-            const step: Record<string, unknown> & { kind: 'healthcheck' } = { kind: 'healthcheck', test: ins.test };
-            for (const k of ['interval', 'timeout', 'startPeriod', 'startInterval', 'retries'] as const) if (ins[k] !== undefined) step[k] = ins[k];
-            push(ins, oneLine(ins.original), step);
-            break;
-          }
-          case 'onbuild':
-            push(ins, `ONBUILD ${oneLine(ins.trigger)}`, { kind: 'onbuild', instruction: ins.trigger });
-            break;
-          case 'maintainer':
-            push(ins, `MAINTAINER ${ins.maintainer}`, { kind: 'maintainer', maintainer: ins.maintainer });
-            break;
-        }
-        void firstLine;
       }
 
       if (base.kind === 'stage' && !deps.includes(base.stage)) deps.unshift(base.stage);
@@ -677,6 +702,52 @@ export function planBuild(opts: PlanOptions): BuildPlan {
     }
   }
   return { targets, stages: topologicalStages(targets.map((t) => t.stage)), warnings: kept };
+}
+
+/** An ONBUILD trigger to run at the start of a stage: the instruction, its text, where it came from. */
+interface Trigger {
+  ins: Instruction;
+  text: string;
+  /** `base image "app:1"` or `stage "base" (line 3)`. */
+  source: string;
+  from: Extract<Instruction, { kind: 'from' }>;
+}
+
+/** The instruction placed at the FROM that brought it in: that is where its errors point. */
+function atFrom(ins: Instruction, from: Extract<Instruction, { kind: 'from' }>): Instruction {
+  return { ...ins, line: from.line, column: from.column, endLine: from.endLine, original: from.original };
+}
+
+/** Parses one trigger of a base image's OnBuild list with the Dockerfile parser. */
+function parseTrigger(file: string, from: Extract<Instruction, { kind: 'from' }>, text: string, source: string): Trigger {
+  const at = { line: from.line, column: from.column, source: from.original };
+  const t = { text, source, from };
+  let parsed;
+  try {
+    parsed = parseDockerfile(text, 'ONBUILD');
+  } catch (e) {
+    throw wrapTriggerError(file, e, { ...t, ins: from });
+  }
+  const only = parsed.instructions[0];
+  if (only === undefined || parsed.instructions.length !== 1) {
+    throw parseError(file, at, `ONBUILD trigger ${JSON.stringify(text)} from ${source}: a trigger must be exactly one instruction`);
+  }
+  if (only.kind === 'from' || only.kind === 'maintainer' || only.kind === 'onbuild') {
+    const what = only.kind === 'onbuild' ? 'Chaining ONBUILD via `ONBUILD ONBUILD` isn\'t allowed' : `${only.node.cmd} isn't allowed as an ONBUILD trigger`;
+    throw parseError(file, at, `ONBUILD trigger ${JSON.stringify(text)} from ${source}: ${what}`);
+  }
+  return { ...t, ins: atFrom(only, from) };
+}
+
+/** Rewrites an error met while planning a trigger so it names the trigger and its base, at the FROM line. */
+function wrapTriggerError(file: string, e: unknown, t: Trigger): unknown {
+  if (!(e instanceof ArchwayError)) return e;
+  // Drop the inner `file:line:col: ` prefix and the quoted source lines: they point into the trigger text.
+  const first = (e.message.split('\n')[0] ?? '').replace(/^.*?:\d+:\d+: /, '');
+  const message = `ONBUILD trigger ${JSON.stringify(t.text)} from ${t.source}: ${first}`;
+  const at = { line: t.from.line, column: t.from.column, source: t.from.original };
+  if (e.code === 'PARSE') return parseError(file, at, message, e.hint);
+  return new ArchwayError(e.code, `${file}:${t.from.line}:${t.from.column}: ${message}`, { details: { ...e.details, file, line: t.from.line, column: t.from.column }, ...(e.hint ? { hint: e.hint } : {}) });
 }
 
 function columnIn(original: string, needle: string, fallback: number): number {

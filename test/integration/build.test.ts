@@ -247,7 +247,7 @@ describe('bad input', () => {
     const r = expectCode(await aw(['build', '--progress', 'plain', '--platform', 'linux/amd64,linux/s390x', '-t', tag, '--push', ctx]), 1, 'failing RUN');
     assert.match(r.stderr, /linux\/s390x/);
     assert.match(r.stderr, /exited with code 3/);
-    assert.match(r.stderr, /line 2/);
+    assert.match(r.stderr, /Dockerfile:2/);
     assert.match(r.stderr, /about to fail on s390x/);
     assert.match(r.stderr, /linux\/amd64: ok/);
     const gone = await runCommand('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${tag}`]);
