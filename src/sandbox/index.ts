@@ -24,3 +24,16 @@ export { DEFAULT_PATH, runInSandbox } from './run.js';
 export type { SandboxBind, SandboxOptions, SandboxResult } from './run.js';
 export { readFileInRoot, resolveInRoot, resolveUser } from './rootpath.js';
 export type { ResolvedPath, ResolvedUser } from './rootpath.js';
+export {
+  isOverlayFailure,
+  mergeLayers,
+  noteOverlayUnavailable,
+  overlayUnavailable,
+  removeTree,
+  rootfsDriverSetting,
+  sameFilesystem,
+  sweepStaleTemps,
+} from './tree.js';
+export type { MergeOptions, RootfsDriver } from './tree.js';
+export { parseSubIds, userNamespaceBlocker, userNamespacePlan } from './userns.js';
+export type { IdRange, UserNamespacePlan } from './userns.js';

@@ -12,7 +12,7 @@ import { canRun, installEmulators, resolveUser, runInSandbox, type SandboxOption
 const isRoot = process.getuid?.() === 0;
 const onAmd64 = hostPlatform().architecture === 'amd64';
 
-async function run(opts: Partial<SandboxOptions> & { argv: string[] }): Promise<{ out: string; err: string; exitCode: number | null; signal: NodeJS.Signals | null }> {
+async function run(opts: Partial<SandboxOptions> & { argv: string[] }): Promise<{ out: string; err: string; exitCode: number | null; signal: NodeJS.Signals | null; rootfs: string }> {
   let out = '';
   let err = '';
   const r = await runInSandbox({
@@ -183,8 +183,81 @@ describe('runInSandbox (amd64 busybox)', { skip: (!isRoot && 'needs root') || (!
       }
     });
     assert.deepEqual(left, []);
-    assert.deepEqual(mountinfoMentions('archway-sandbox-'), []);
+    assert.deepEqual(mountinfoMentions('.archway-sandbox'), []);
     assert.deepEqual(mountinfoMentions(rootfs), []);
+  });
+
+  it('/dev holds only the minimal set; /etc/hosts, /etc/resolv.conf and /etc/hostname are generated', async () => {
+    const r = await run({
+      layers: [rootfs],
+      argv: ['sh', '-c', 'ls -A /dev | tr "\\n" " "; echo; cat /etc/hosts; echo "--"; cat /etc/resolv.conf; echo "--"; cat /etc/hostname; ls /dev/pts | head -1; echo > /dev/null && head -c 4 /dev/zero | wc -c'],
+      hostname: 'box7',
+    });
+    assert.equal(r.exitCode, 0, r.err);
+    const [devs, rest] = [r.out.split('\n')[0] ?? '', r.out.split('\n').slice(1).join('\n')];
+    assert.deepEqual(devs.trim().split(' ').sort(), ['core', 'fd', 'full', 'null', 'ptmx', 'pts', 'random', 'shm', 'stderr', 'stdin', 'stdout', 'tty', 'urandom', 'zero']);
+    const [hosts, resolv, tailText] = rest.split('--\n');
+    assert.match(hosts ?? '', /^127\.0\.0\.1\tlocalhost$/m);
+    assert.match(hosts ?? '', /^127\.0\.1\.1\tbox7$/m);
+    assert.equal(resolv, '', 'no name servers without a network');
+    assert.match(tailText ?? '', /^box7\n(ptmx\n)?4\n$/);
+    const h = await run({ layers: [rootfs], argv: ['cat', '/etc/resolv.conf'], network: 'host' });
+    assert.equal(h.out, readFileSync('/etc/resolv.conf', 'utf8'));
+  });
+
+  it('-u takes user names and name:group from the image, and numbers', async () => {
+    const layer = path.join(tmp, 'users');
+    await fs.mkdir(path.join(layer, 'etc'), { recursive: true });
+    await fs.writeFile(path.join(layer, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\napp:x:1500:1600:app:/home/app:/bin/sh\n');
+    await fs.writeFile(path.join(layer, 'etc', 'group'), 'root:x:0:\napp:x:1600:\nstaff:x:50:\n');
+    const id = async (user: string): Promise<string> => (await run({ layers: [rootfs, layer], argv: ['sh', '-c', 'echo $(id -u):$(id -g):$HOME'], user })).out.trim();
+    assert.equal(await id('app'), '1500:1600:/home/app');
+    assert.equal(await id('app:staff'), '1500:50:/home/app');
+    assert.equal(await id('1500'), '1500:1600:/home/app');
+    assert.equal(await id('77:88'), '77:88:/');
+    await assert.rejects(run({ layers: [rootfs, layer], argv: ['true'], user: 'app:nogroup' }), (e: unknown) => isArchwayError(e, 'USAGE'));
+  });
+
+  it('the copy rootfs driver: same view, writes stay in a copy that is removed, whiteouts hide', async () => {
+    const top = path.join(tmp, 'copy-top');
+    await fs.mkdir(path.join(top, 'bin'), { recursive: true });
+    execFileSync('mknod', ['-m', '0', path.join(top, 'bin', 'true'), 'c', '0', '0']);
+    await fs.writeFile(path.join(top, 'added'), 'from top\n');
+    const scratch = path.join(tmp, 'copy-scratch');
+    const before1 = await snapshot(rootfs);
+    const before2 = await snapshot(top);
+    const r = await run({
+      layers: [rootfs, top],
+      rootfsDriver: 'copy',
+      scratchDir: scratch,
+      argv: ['sh', '-c', 'test -e /bin/true && echo true-visible; cat /added; echo x > /newfile; echo more >> /added; rm /bin/false; echo $$; hostname'],
+      hostname: 'copied',
+    });
+    assert.equal(r.exitCode, 0, r.err);
+    assert.equal(r.rootfs, 'copy');
+    assert.match(r.out, /^from top\n1\ncopied\n/);
+    assert.equal(await snapshot(rootfs), before1);
+    assert.equal(await snapshot(top), before2);
+    assert.deepEqual(await fs.readdir(scratch), [], 'the copied root is removed');
+    assert.deepEqual(mountinfoMentions(scratch), []);
+    const o = await run({ layers: [rootfs, top], argv: ['true'], rootfsDriver: 'overlay' });
+    assert.equal(o.rootfs, 'overlay');
+    await assert.rejects(
+      run({ layers: [rootfs], upperDir: path.join(tmp, 'u-copy'), rootfsDriver: 'copy', argv: ['true'] }),
+      (e: unknown) => isArchwayError(e, 'USAGE') && /overlay rootfs driver/.test(e.message),
+    );
+  });
+
+  it('the copy driver passes exit codes through and cleans up after an abort', async () => {
+    const scratch = path.join(tmp, 'copy-scratch2');
+    const r = await run({ layers: [rootfs], rootfsDriver: 'copy', scratchDir: scratch, argv: ['sh', '-c', 'exit 42'] });
+    assert.equal(r.exitCode, 42);
+    const ac = new AbortController();
+    const p = run({ layers: [rootfs], rootfsDriver: 'copy', scratchDir: scratch, argv: ['sleep', '39'], signal: ac.signal });
+    setTimeout(() => ac.abort(), 300);
+    await assert.rejects(p, (e: unknown) => isArchwayError(e, 'INTERRUPTED'));
+    assert.deepEqual(await fs.readdir(scratch), []);
+    assert.deepEqual(mountinfoMentions(scratch), []);
   });
 
   it('an already-aborted signal runs nothing', async () => {

@@ -17,8 +17,18 @@
  * (normally, by abort — archway SIGKILLs unshare, whose --kill-child SIGKILLs the namespace's
  * pid 1, which takes every process of the pid namespace with it — or because archway itself
  * crashed) the kernel drops every mount with the namespace. Nothing mounted is ever visible on
- * the host, so there is nothing to unmount after a crash; only the temporary directory (an empty
- * mountpoint and a thrown-away upper dir under $TMPDIR/archway-sandbox-*) may remain.
+ * the host, so there is nothing to unmount after a crash; only the temporary directories (an empty
+ * mountpoint and a thrown-away upper dir in $TMPDIR/PID.HEX.archway-sandbox, a copied root in
+ * PID.HEX.archway-rootfs) may remain, and the next run removes those of dead processes.
+ *
+ * Root filesystem drivers (SandboxOptions.rootfsDriver, default from ARCHWAY_ROOTFS_DRIVER or
+ * config.toml, see tree.ts): 'overlay' stacks the snapshots with overlayfs; 'copy' merges them into
+ * a fresh directory (reflink or copy) that is removed after the run; 'auto' tries overlayfs and,
+ * when the kernel refuses the mount, copies (and keeps copying for the rest of the process).
+ *
+ * Rootless: as a non-root user the namespaces are created inside a user namespace in which the
+ * caller is root (userns.ts); device nodes are then bind-mounted from the host's /dev instead of
+ * copied, and the hostname is set with sethostname(2) (the `hostname` tool).
  *
  * Mount stubs: files and directories created only to be mount points (/proc, /dev, /sys, /etc,
  * /etc/hosts ... when the image lacks them, bind targets) are logged and removed from the upper
@@ -31,7 +41,19 @@ import * as path from 'node:path';
 import { abortError, ArchwayError } from '../util/index.js';
 import { hostPlatform, nativelyRunnable, normalizePlatform, platformMatches, type Platform } from '../oci/index.js';
 import { assertCanRun } from './binfmt.js';
-import { resolveInRoot, resolveUser } from './rootpath.js';
+import { resolveInRoot, resolveUser, type ResolvedUser } from './rootpath.js';
+import {
+  isOverlayFailure,
+  mergeLayers,
+  noteOverlayUnavailable,
+  overlayUnavailable,
+  removeTree,
+  rootfsDriverSetting,
+  makeTempDir,
+  sweepStaleTemps,
+  type RootfsDriver,
+} from './tree.js';
+import { userNamespacePlan, type UserNamespacePlan } from './userns.js';
 
 export interface SandboxBind {
   /** Host path (file or directory). */
@@ -46,8 +68,12 @@ export interface SandboxOptions {
   layers?: string[];
   /** Alternative to layers: a writable directory used as the root as is (changes stay in it). */
   rootfs?: string;
-  /** With layers: keep the overlay's upper here (an existing, empty-or-not directory). */
+  /** With layers: keep the overlay's upper here (an existing, empty-or-not directory). Needs overlayfs. */
   upperDir?: string;
+  /** With layers: how the root is made (default: rootfsDriverSetting(), 'auto' unless configured). */
+  rootfsDriver?: RootfsDriver;
+  /** Where a copied root goes (default: the OS's temp dir); best on the snapshots' filesystem. */
+  scratchDir?: string;
   argv: string[];
   /** KEY=VALUE entries; PATH and HOME get Docker's defaults when absent. */
   env: string[];
@@ -67,6 +93,8 @@ export interface SandboxResult {
   /** The command's exit status (null when it was killed by a signal). */
   exitCode: number | null;
   signal: NodeJS.Signals | null;
+  /** How the root was made: an overlay of the layers, a copy of them, or the given rootfs dir. */
+  rootfs: 'overlay' | 'copy' | 'dir';
 }
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -107,7 +135,14 @@ guard sys
 mount -t proc -o nosuid,nodev,noexec proc "$ROOT/proc" 2>&3 || fail SANDBOX "mounting /proc failed"
 mount -o bind,ro "$ROOT/proc/sys" "$ROOT/proc/sys" 2>/dev/null || true
 mount -t tmpfs -o nosuid,noexec,mode=755,size=65536k tmpfs "$ROOT/dev" 2>&3 || fail SANDBOX "mounting /dev failed"
-cp -a /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty "$STATE/devtemplate/." "$ROOT/dev/" 2>&3 || fail SANDBOX "populating /dev failed"
+if ! cp -a /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty "$ROOT/dev/" 2>/dev/null; then
+  # In a user namespace device nodes cannot be made: bind the host's (as rootless podman does).
+  for d in null zero full random urandom tty; do
+    rm -f "$ROOT/dev/$d"; : > "$ROOT/dev/$d"
+    mount --bind "/dev/$d" "$ROOT/dev/$d" 2>&3 || fail SANDBOX "binding /dev/$d failed"
+  done
+fi
+cp -a "$STATE/devtemplate/." "$ROOT/dev/" 2>&3 || fail SANDBOX "populating /dev failed"
 mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,nosuid,noexec devpts "$ROOT/dev/pts" 2>/dev/null || true
 mount -t tmpfs -o nosuid,nodev,noexec,mode=1777,size=65536k shm "$ROOT/dev/shm" 2>/dev/null || true
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$ROOT/sys" 2>/dev/null || true
@@ -146,7 +181,7 @@ while [ "$ND" -gt 0 ]; do
   if [ ! -e "$ROOT/$p" ]; then mkdir "$ROOT/$p"; fi
 done
 if [ "$NET" = none ]; then ip link set lo up 2>/dev/null || true; fi
-echo "$HN" > /proc/sys/kernel/hostname || true
+{ echo "$HN" > /proc/sys/kernel/hostname; } 2>/dev/null || hostname "$HN" 2>/dev/null || true
 if [ "$1" != -- ]; then fail SANDBOX "internal: bad arguments"; fi
 shift
 for fd in /proc/self/fd/*; do
@@ -263,30 +298,61 @@ function hostsFile(hostname: string): string {
  * Runs argv inside a sandbox and resolves with its exit status. Throws 'USAGE' for bad options,
  * 'UNSAFE' for a hostile root (links where /proc, /dev, /sys, /dev/null or a bind target must
  * be), 'EMULATION' when a foreign platform has no usable emulator, 'SANDBOX' when the kernel
- * refuses (overlay, mounts), and the abort error when the signal fires (the sandbox is killed).
+ * refuses (overlay, mounts, user namespaces), and the abort error when the signal fires (the
+ * sandbox is killed).
  */
 export async function runInSandbox(opts: SandboxOptions): Promise<SandboxResult> {
   validate(opts);
   if (opts.signal?.aborted) throw abortError(opts.signal, 'sandbox run');
-  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    throw new ArchwayError('SANDBOX', 'the sandbox needs root (mount namespaces and overlayfs)', {
-      hint: 'run archway as root (rootless mode is not supported yet)',
-    });
+  const layers = opts.layers && opts.layers.length > 0 ? opts.layers : undefined;
+  const driver = layers ? (opts.rootfsDriver ?? (await rootfsDriverSetting())) : 'overlay';
+  if (layers && opts.upperDir !== undefined && driver === 'copy') {
+    throw usage('sandbox: upperDir needs the overlay rootfs driver (a copied root has no upper; compare trees instead)');
   }
+  const plan = await userNamespacePlan();
   if (opts.platform) {
     await assertCanRun(opts.platform, opts.signal ? { signal: opts.signal } : {});
   }
-  const layers = opts.layers && opts.layers.length > 0 ? opts.layers : undefined;
   const rootLayers = layers ?? [opts.rootfs as string];
   for (const l of rootLayers) {
     const st = await fs.stat(l).catch(() => undefined);
     if (!st || !st.isDirectory()) throw usage(`sandbox: not a directory: ${l}`);
   }
   const user = await resolveUser(rootLayers, opts.user);
-  const hostname = opts.hostname ?? 'archway';
+  if (user.uid > plan.maxUid || user.gid > plan.maxGid) {
+    const mapped = plan.maxUid === 0 ? 'only root (0:0) exists' : `only ids 0-${Math.min(plan.maxUid, plan.maxGid)} exist`;
+    throw new ArchwayError('SANDBOX', `sandbox: user ${JSON.stringify(opts.user ?? '')} is ${user.uid}:${user.gid}, but in this rootless sandbox ${mapped}`, {
+      hint: `${plan.noRangeReason ? `${plan.noRangeReason}; ` : ''}give your user a range in /etc/subuid and /etc/subgid (e.g. "${os.userInfo().username}:100000:65536") and install the Debian package "uidmap", or run as root (docs/rootless.md)`,
+      details: { reason: 'userns-ids' },
+    });
+  }
+  await sweepStaleTemps(os.tmpdir(), plan.unshareArgs);
+  if (opts.scratchDir !== undefined) await sweepStaleTemps(opts.scratchDir, plan.unshareArgs);
 
-  const state = await fs.mkdtemp(path.join(os.tmpdir(), 'archway-sandbox-'));
+  if (!layers || opts.upperDir !== undefined) return runPrepared(opts, plan, user, rootLayers, layers ? 'overlay' : 'dir');
+  if (driver === 'copy' || (driver === 'auto' && overlayUnavailable() !== undefined)) return runPrepared(opts, plan, user, rootLayers, 'copy');
+  try {
+    return await runPrepared(opts, plan, user, rootLayers, 'overlay');
+  } catch (e) {
+    if (!isOverlayFailure(e)) throw e;
+    noteOverlayUnavailable(e.message);
+    if (driver !== 'auto') throw e;
+    // The mount failed before anything ran: run again in a copied tree.
+    return runPrepared(opts, plan, user, rootLayers, 'copy');
+  }
+}
+
+async function runPrepared(
+  opts: SandboxOptions,
+  plan: UserNamespacePlan,
+  user: ResolvedUser,
+  rootLayers: string[],
+  kind: 'overlay' | 'copy' | 'dir',
+): Promise<SandboxResult> {
+  const hostname = opts.hostname ?? 'archway';
+  const state = await makeTempDir(os.tmpdir(), 'sandbox');
   let owork: string | undefined;
+  let copied: string | undefined;
   try {
     await makeDevTemplate(state);
     await fs.writeFile(path.join(state, 'hosts'), hostsFile(hostname));
@@ -301,7 +367,8 @@ export async function runInSandbox(opts: SandboxOptions): Promise<SandboxResult>
     let lower = '';
     let upper = '';
     let lcwd = '/';
-    if (layers) {
+    if (kind === 'overlay') {
+      const layers = rootLayers;
       mode = 'overlay';
       root = path.join(state, 'root');
       await fs.mkdir(root);
@@ -327,6 +394,11 @@ export async function runInSandbox(opts: SandboxOptions): Promise<SandboxResult>
       } else {
         lower = full;
       }
+    } else if (kind === 'copy') {
+      mode = 'rootfs';
+      copied = await makeTempDir(opts.scratchDir ?? os.tmpdir(), 'rootfs');
+      root = copied;
+      await mergeLayers(rootLayers, root, { mode: 'copy', ...(opts.signal ? { signal: opts.signal } : {}) });
     } else {
       mode = 'rootfs';
       root = opts.rootfs as string;
@@ -359,6 +431,9 @@ export async function runInSandbox(opts: SandboxOptions): Promise<SandboxResult>
       for (let i = 1; i <= parts.length; i++) bindArgs.push(parts.slice(0, i).join('/'));
     }
 
+    // With only root mapped (rootless, no subordinate ids) setgroups(2) is denied and the ids
+    // already are 0:0: unshare must not try to change them.
+    const ids = plan.rootless && plan.maxGid === 0 ? [] : ['--setgid', String(user.gid), '--setuid', String(user.uid)];
     const execVector = [
       'setpriv',
       '--bounding-set',
@@ -372,10 +447,7 @@ export async function runInSandbox(opts: SandboxOptions): Promise<SandboxResult>
       'unshare',
       `--root=${root}`,
       `--wd=${wd}`,
-      '--setgid',
-      String(user.gid),
-      '--setuid',
-      String(user.uid),
+      ...ids,
       '--',
       ...opts.argv,
     ];
@@ -386,22 +458,23 @@ export async function runInSandbox(opts: SandboxOptions): Promise<SandboxResult>
       '--',
       ...execVector,
     ];
-    const unshareArgs = ['--mount', '--pid', '--uts', '--ipc', '--fork', '--kill-child', '--propagation', 'private'];
+    const unshareArgs = [...plan.unshareArgs, '--mount', '--pid', '--uts', '--ipc', '--fork', '--kill-child', '--propagation', 'private'];
     if (opts.network === 'none') unshareArgs.push('--net');
     unshareArgs.push('--', await hostShell(), '-c', SANDBOX_SCRIPT, 'archway-sandbox', ...scriptArgs);
 
     const result = await spawnSandbox(unshareArgs, opts);
 
-    // Remove mount stubs from what persists (the kept upper or the writable rootfs).
-    const persisted = mode === 'overlay' ? (opts.upperDir ?? undefined) : root;
+    // Remove mount stubs from what persists (the kept upper or the caller's writable rootfs).
+    const persisted = kind === 'overlay' ? opts.upperDir : kind === 'dir' ? root : undefined;
     if (persisted !== undefined) {
       const stubs = (await fs.readFile(path.join(state, 'stubs'), 'utf8').catch(() => '')).split('\n').filter(Boolean);
       for (const s of stubs.reverse()) await removeStub(persisted, s);
     }
-    return result;
+    return { ...result, rootfs: kind };
   } finally {
-    await fs.rm(state, { recursive: true, force: true }).catch(() => undefined);
-    if (owork !== undefined && opts.upperDir !== undefined) await fs.rm(owork, { recursive: true, force: true }).catch(() => undefined);
+    await removeTree(state, plan.unshareArgs).catch(() => undefined);
+    if (copied !== undefined) await removeTree(copied, plan.unshareArgs).catch(() => undefined);
+    if (owork !== undefined && opts.upperDir !== undefined) await removeTree(owork, plan.unshareArgs).catch(() => undefined);
   }
 }
 
@@ -441,9 +514,11 @@ async function waitGone(pid: number, ms: number): Promise<void> {
   while (pidAlive(pid) && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
 }
 
-function spawnSandbox(args: string[], opts: SandboxOptions): Promise<SandboxResult> {
+type RawResult = Omit<SandboxResult, 'rootfs'>;
+
+function spawnSandbox(args: string[], opts: SandboxOptions): Promise<RawResult> {
   installExitHook();
-  return new Promise<SandboxResult>((resolve, reject) => {
+  return new Promise<RawResult>((resolve, reject) => {
     const pipe = opts.stdio === 'pipe';
     const child = spawn('unshare', args, {
       stdio: [pipe ? 'ignore' : 'inherit', pipe ? 'pipe' : 'inherit', pipe ? 'pipe' : 'inherit', 'pipe'],
@@ -509,7 +584,10 @@ function spawnSandbox(args: string[], opts: SandboxOptions): Promise<SandboxResu
           const msg = `sandbox: ${err[2] ?? ''}${detail ? ` (${detail})` : ''}`;
           if (kind === 'UNSAFE') reject(new ArchwayError('UNSAFE', msg));
           else if (kind === 'OVERLAY') {
-            reject(new ArchwayError('SANDBOX', msg, { hint: 'the kernel must support overlayfs, and the upper dir must not be on an overlay filesystem' }));
+            reject(new ArchwayError('SANDBOX', msg, {
+              hint: 'the kernel must support overlayfs, and the upper dir must not be on an overlay filesystem; ARCHWAY_ROOTFS_DRIVER=copy uses a copied tree instead',
+              details: { reason: 'overlay' },
+            }));
           } else reject(new ArchwayError('SANDBOX', msg));
           return;
         }
