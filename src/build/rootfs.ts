@@ -1,7 +1,20 @@
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { ArchwayError } from '../util/index.js';
+import { ArchwayError, errorMessage } from '../util/index.js';
+import { writeLayerFromDiff, writeLayerFromOverlayUpper, type LayerInfo, type WriteLayerOptions } from '../layer/index.js';
+import {
+  isOverlayFailure,
+  mergeLayers,
+  noteOverlayUnavailable,
+  overlayUnavailable,
+  rootfsDriverSetting,
+  runInSandbox,
+  sameFilesystem,
+  type RootfsDriver,
+  type SandboxOptions,
+  type SandboxResult,
+} from '../sandbox/index.js';
 import { cleanSourcePath } from './context.js';
 
 /**
@@ -43,27 +56,101 @@ function run(cmd: string, args: string[]): Promise<void> {
   });
 }
 
+/** Whether this process should make roots by copying (the setting, or overlayfs known not to work). */
+async function useCopy(driver: RootfsDriver | undefined): Promise<{ copy: boolean; driver: RootfsDriver }> {
+  const d = driver ?? (await rootfsDriverSetting());
+  return { copy: d === 'copy' || (d === 'auto' && overlayUnavailable() !== undefined), driver: d };
+}
+
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+
 /**
  * Gives `fn` a read-only view of the stacked snapshots: the snapshot itself for one layer, an
- * empty directory for none, and a read-only overlay mount (only lower dirs) for several. The mount
- * lives under `scratch`, which cleanStaleMounts() sweeps after a crash.
+ * empty directory for none, and for several a read-only overlay mount (only lower dirs) or, with
+ * the copy rootfs driver or where overlayfs cannot be mounted, a merged tree made of hard links
+ * (copies across filesystems). `fn` must only read. The mount or tree lives under `scratch`,
+ * which cleanStaleMounts() sweeps after a crash; the tree is removed afterwards.
  */
-export async function withMergedRoot<T>(snapshots: readonly string[], scratch: string, fn: (root: string) => Promise<T>): Promise<T> {
+export async function withMergedRoot<T>(snapshots: readonly string[], scratch: string, fn: (root: string) => Promise<T>, driver?: RootfsDriver): Promise<T> {
   if (snapshots.length === 1) return fn(snapshots[0] as string);
   await fs.mkdir(scratch, { recursive: true });
   const dir = await fs.mkdtemp(path.join(scratch, 'merged-'));
   try {
     if (snapshots.length === 0) return await fn(dir);
-    const lower = [...snapshots].reverse().map((s) => s.replace(/[:,\\]/g, '\\$&')).join(':');
-    await run('mount', ['-t', 'overlay', 'overlay', '-o', `ro,lowerdir=${lower}`, dir]);
-    try {
-      return await fn(dir);
-    } finally {
-      await run('umount', [dir]).catch(() => run('umount', ['-l', dir]));
+    const how = await useCopy(driver);
+    if (!how.copy) {
+      const lower = [...snapshots].reverse().map((s) => s.replace(/[:,\\]/g, '\\$&')).join(':');
+      let mounted = false;
+      try {
+        await run('mount', ['-t', 'overlay', 'overlay', '-o', `ro,lowerdir=${lower}`, dir]);
+        mounted = true;
+      } catch (e) {
+        if (how.driver === 'overlay') throw e;
+        // Only root can tell: for anyone else mount(8) fails for want of privilege, not of overlayfs.
+        if (isRoot) noteOverlayUnavailable(errorMessage(e));
+      }
+      if (mounted) {
+        try {
+          return await fn(dir);
+        } finally {
+          await run('umount', [dir]).catch(() => run('umount', ['-l', dir]));
+        }
+      }
     }
+    await mergeLayers(snapshots, dir, { mode: (await sameFilesystem(dir, snapshots)) ? 'link' : 'copy' });
+    return await fn(dir);
   } finally {
     await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }
+}
+
+export interface StepRun {
+  result: SandboxResult;
+  /** 'overlay': the change is the upper dir; 'copy': it is the difference of two trees. */
+  driver: 'overlay' | 'copy';
+  /** Writes what the command changed as a layer (whiteouts for deletions either way). */
+  writeLayer(file: string, opts: WriteLayerOptions): Promise<LayerInfo>;
+  /**
+   * With overlay: the upper dir, which already is the new layer unpacked with overlay-form
+   * whiteouts (a snapshot can be made by renaming it). Undefined with copy.
+   */
+  upper?: string;
+}
+
+/**
+ * Runs a build step's command over the snapshot stack `opts.layers` and captures its change.
+ *
+ * With overlayfs the change is `opts.upperDir` (which the caller may fill beforehand, e.g. with a
+ * missing working directory). With the copy driver — ARCHWAY_ROOTFS_DRIVER=copy, or 'auto' where
+ * the overlay cannot be mounted — the stack is merged into `work/before` (hard links when on the
+ * snapshots' filesystem: that tree is only read), copied into `work/root` with `upperDir`'s content
+ * on top, the command runs in `work/root`, and the layer is the difference of the two trees
+ * (writeLayerFromDiff: added and changed entries, whiteouts for deleted ones). Both ways give
+ * layers that apply to the same tree. The caller removes `work` (the trees are in it).
+ */
+export async function runStep(opts: SandboxOptions & { layers: string[]; upperDir: string }, work: string, driver?: RootfsDriver): Promise<StepRun> {
+  const how = await useCopy(driver ?? opts.rootfsDriver);
+  if (!how.copy) {
+    try {
+      const result = await runInSandbox({ ...opts, rootfsDriver: 'overlay' });
+      const upper = opts.upperDir;
+      return { result, driver: 'overlay', upper, writeLayer: (file, o) => writeLayerFromOverlayUpper(upper, file, o) };
+    } catch (e) {
+      if (!isOverlayFailure(e)) throw e;
+      noteOverlayUnavailable(e.message);
+      if (how.driver !== 'auto') throw e;
+      // The mount failed before the command started: run it in a copied tree instead.
+    }
+  }
+  const s = opts.signal ? { signal: opts.signal } : {};
+  const before = path.join(work, 'before');
+  const root = path.join(work, 'root');
+  await fs.mkdir(before, { recursive: true });
+  await mergeLayers(opts.layers, before, { mode: (await sameFilesystem(before, opts.layers)) ? 'link' : 'copy', ...s });
+  await mergeLayers([before, opts.upperDir], root, { mode: 'copy', ...s });
+  const { layers: _layers, upperDir: _upper, rootfsDriver: _driver, ...rest } = opts;
+  const result = await runInSandbox({ ...rest, rootfs: root });
+  return { result, driver: 'copy', writeLayer: (file, o) => writeLayerFromDiff(before, root, file, o) };
 }
 
 /** Unmounts what a crashed archway left mounted under `scratch`. */
