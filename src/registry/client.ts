@@ -4,10 +4,12 @@
  * (monolithic or chunked), cross-repository mounts, mirrors for pulls.
  */
 import { Readable, pipeline } from 'node:stream';
-import { ArchwayError, Limiter, LIMITS, abortError, readAllLimited, redact, sleep, throwIfAborted, MiB } from '../util/index.js';
+import { ArchwayError, Limiter, LIMITS, VerifyingStream, abortError, readAllLimited, redact, sleep, throwIfAborted, MiB } from '../util/index.js';
 import {
   MediaType,
   computeDigest,
+  digestAlgorithm,
+  digestHex,
   isDigest,
   isIndexMediaType,
   isManifestMediaType,
@@ -45,7 +47,11 @@ export interface RegistryClientOptions {
   retryBaseMs?: number;
   /** A Retry-After longer than this fails instead of waiting (default 60 s). */
   maxRetryAfterMs?: number;
-  /** Blobs up to this size go in one PUT; larger ones in PATCH chunks of this size (default 32 MiB). */
+  /**
+   * Blobs larger than this go up in PATCH chunks of this size. Default: none, every blob goes in
+   * one streaming PUT (the fastest way, and what distribution expects when the size is known);
+   * chunks only when the registry asks for them (`OCI-Chunk-Min-Length`).
+   */
   chunkSize?: number;
   progress?: ProgressSink;
 }
@@ -94,9 +100,14 @@ export class RegistryClient {
   readonly retries: number;
   readonly retryBaseMs: number;
   readonly maxRetryAfterMs: number;
-  readonly chunkSize: number;
+  readonly chunkSize: number | undefined;
   readonly transfers: Limiter;
   private readonly auth = new Map<string, HostAuth>();
+  /**
+   * Manifest bytes by digest, from whichever repository they were read or written (they are
+   * content-addressed and verified), so that tagging a manifest copied from elsewhere needs no GET.
+   */
+  private readonly manifestBytes = new Map<string, { raw: Buffer; mediaType: string }>();
   private readonly creds = new Map<string, Promise<Credential | undefined>>();
 
   constructor(readonly options: RegistryClientOptions = {}) {
@@ -115,7 +126,7 @@ export class RegistryClient {
     this.retries = options.retries ?? 4;
     this.retryBaseMs = options.retryBaseMs ?? 250;
     this.maxRetryAfterMs = options.maxRetryAfterMs ?? 60_000;
-    this.chunkSize = options.chunkSize ?? 32 * MiB;
+    this.chunkSize = options.chunkSize;
     this.transfers = new Limiter(concurrency);
   }
 
@@ -164,6 +175,19 @@ export class RegistryClient {
 
   close(): void {
     this.transport.close();
+  }
+
+  /** Remembers verified manifest bytes (a bounded number; the oldest are forgotten first). */
+  rememberManifest(digest: Digest, raw: Buffer, mediaType: string): void {
+    if (this.manifestBytes.size >= 512 && !this.manifestBytes.has(digest)) {
+      const oldest = this.manifestBytes.keys().next();
+      if (!oldest.done) this.manifestBytes.delete(oldest.value);
+    }
+    this.manifestBytes.set(digest, { raw, mediaType });
+  }
+
+  knownManifest(digest: Digest): { raw: Buffer; mediaType: string } | undefined {
+    return this.manifestBytes.get(digest);
   }
 
   private hostAuth(host: string): HostAuth {
@@ -459,6 +483,10 @@ export class RegistryRepository implements ContentTarget {
   readonly repository: string;
   readonly host: string;
   private readonly manifests = new Map<string, { raw: Buffer; mediaType: string }>();
+  /** Manifest reads under way, so that concurrent callers asking for the same one share a request. */
+  private readonly reading = new Map<string, Promise<ManifestResult>>();
+  /** What this repository is known to hold (HEAD answers, uploads, mounts): no second HEAD. */
+  private readonly present = new Map<string, boolean>();
 
   constructor(
     readonly client: RegistryClient,
@@ -506,15 +534,39 @@ export class RegistryRepository implements ContentTarget {
     return opts?.progress ?? this.client.progress;
   }
 
+  /**
+   * Opens the way before the first real request: learns the host's scheme and auth scheme over a
+   * kept-alive connection and fetches the token for pulling (or pushing), so that work which
+   * starts later does not wait for them. Failures are left for the real requests to report.
+   */
+  async prepare(opts: { push?: boolean; signal?: AbortSignal } = {}): Promise<void> {
+    try {
+      const challenge = await this.client.ping(this.registry, this.host, opts.signal);
+      if (challenge.scheme === 'bearer') await this.client.token(this.registry, this.host, challenge, opts.push ? this.pushScopes : this.pullScopes, opts.signal);
+    } catch {
+      // reported by the request that needs it
+    }
+  }
+
   /** A manifest or index by tag or digest: raw bytes, media type, computed digest. */
   async getManifest(reference: string, opts: { signal?: AbortSignal; accept?: string } = {}): Promise<ManifestResult> {
     const byDigest = isDigest(reference);
     if (!byDigest && !TAG_RE.test(reference)) throw new ArchwayError('REFERENCE', `"${reference}" is neither a tag nor a digest`);
-    const what = this.what(reference);
     if (byDigest) {
       const cached = this.manifests.get(reference);
       if (cached) return { raw: cached.raw, mediaType: cached.mediaType, digest: reference, size: cached.raw.length };
     }
+    const key = `${reference} ${opts.accept ?? ''}`;
+    let p = this.reading.get(key);
+    if (!p) {
+      p = this.readManifest(reference, byDigest ? reference : undefined, opts).finally(() => this.reading.delete(key));
+      this.reading.set(key, p);
+    }
+    return p;
+  }
+
+  private async readManifest(reference: string, byDigest: Digest | undefined, opts: { signal?: AbortSignal; accept?: string }): Promise<ManifestResult> {
+    const what = this.what(reference);
     return this.fromHosts(async (host) => {
       const res = await this.client.request({ registry: this.registry, host, method: 'GET', path: `/v2/${this.repository}/manifests/${reference}`, headers: { accept: opts.accept ?? MANIFEST_ACCEPT }, scopes: this.pullScopes, what, signal: opts.signal });
       if (res.status !== 200) throw await this.client.failure(res, what);
@@ -526,8 +578,8 @@ export class RegistryRepository implements ContentTarget {
       const raw = await readAllLimited(res.body, LIMITS.manifest, what);
       let digest: Digest;
       if (byDigest) {
-        verifyBytes(raw, reference, undefined, what);
-        digest = reference;
+        verifyBytes(raw, byDigest, undefined, what);
+        digest = byDigest;
       } else digest = computeDigest(raw);
       let mediaType: string;
       if (opts.accept !== undefined && !isManifestMediaType(contentType) && !isIndexMediaType(contentType) && contentType !== '') {
@@ -536,6 +588,7 @@ export class RegistryRepository implements ContentTarget {
         mediaType = parseManifestOrIndex(raw, contentType || undefined, what).mediaType;
       }
       this.manifests.set(digest, { raw, mediaType });
+      this.client.rememberManifest(digest, raw, mediaType);
       return { raw, mediaType, digest, size: raw.length };
     }, opts.signal);
   }
@@ -615,6 +668,7 @@ export class RegistryRepository implements ContentTarget {
   async exists(desc: Descriptor, opts: CallOptions = {}): Promise<boolean> {
     const digest = parseDigest(desc.digest);
     const kind = isManifestDescriptor(desc) ? 'manifests' : 'blobs';
+    if (kind === 'blobs' && this.present.get(digest) === true) return true;
     const what = `${this.name}@${digest}`;
     const res = await this.client.request({
       registry: this.registry,
@@ -626,9 +680,11 @@ export class RegistryRepository implements ContentTarget {
       what,
       signal: opts.signal,
     });
-    discard(res);
-    if (res.status === 200) return true;
-    if (res.status === 404) return false;
+    if (res.status === 200 || res.status === 404) {
+      discard(res);
+      if (kind === 'blobs') this.present.set(digest, res.status === 200);
+      return res.status === 200;
+    }
     throw await this.client.failure(res, what);
   }
 
@@ -641,13 +697,16 @@ export class RegistryRepository implements ContentTarget {
       return;
     }
     await this.client.transfers.run(async () => {
-      if (await this.exists(desc, opts)) {
+      // A HEAD that just said "missing" (a copy asks before fetching) is not asked again.
+      const known = this.present.get(digest);
+      if (known === true || (known === undefined && (await this.exists(desc, opts)))) {
         if (!Buffer.isBuffer(content)) content.destroy();
         progress.emit({ kind: 'blob', phase: 'skip', digest, size: desc.size });
         return;
       }
       progress.emit({ kind: 'blob', phase: 'start', digest, size: desc.size });
       await this.uploadBlob(desc, digest, content, opts);
+      this.present.set(digest, true);
       progress.emit({ kind: 'blob', phase: 'done', digest, size: desc.size });
     }, opts.signal);
   }
@@ -661,6 +720,7 @@ export class RegistryRepository implements ContentTarget {
     if (res.status !== 201 && res.status !== 200) throw await this.client.failure(res, what);
     discard(res);
     this.manifests.set(digest, { raw, mediaType: desc.mediaType });
+    this.client.rememberManifest(digest, raw, desc.mediaType);
     if (reference === digest) this.progress(opts).emit({ kind: 'manifest', phase: 'done', digest, mediaType: desc.mediaType, what });
   }
 
@@ -669,7 +729,8 @@ export class RegistryRepository implements ContentTarget {
     if (!isManifestDescriptor(desc)) throw new ArchwayError('USAGE', `${this.name}:${reference}: only a manifest or an index can be tagged (got ${desc.mediaType})`);
     throwIfAborted(opts.signal, `tagging ${this.name}:${reference}`);
     const digest = parseDigest(desc.digest);
-    let raw = this.manifests.get(digest)?.raw;
+    // The bytes pushed or read before (from any repository: they are content-addressed), else fetched back.
+    let raw = this.manifests.get(digest)?.raw ?? this.client.knownManifest(digest)?.raw;
     if (!raw) {
       const res = await this.client.request({ registry: this.registry, host: this.host, method: 'GET', path: `/v2/${this.repository}/manifests/${digest}`, headers: { accept: `${desc.mediaType}, ${MANIFEST_ACCEPT}` }, scopes: this.pushScopes, what: `${this.name}@${digest}`, signal: opts.signal });
       if (res.status !== 200) throw await this.client.failure(res, `${this.name}@${digest}`);
@@ -696,6 +757,7 @@ export class RegistryRepository implements ContentTarget {
     });
     if (res.status === 201) {
       discard(res);
+      this.present.set(digest, true);
       this.progress(opts).emit({ kind: 'blob', phase: 'mount', digest, size: desc.size, what: `from ${source.name}` });
       return true;
     }
@@ -750,61 +812,76 @@ export class RegistryRepository implements ContentTarget {
     discard(start);
     let location = this.location(start, what);
     const minChunk = Number(start.headers['oci-chunk-min-length'] ?? 0) || 0;
-    let verifyError: unknown;
+    // The bytes are checked on the way. A stream that already verifies this digest and size (what a
+    // registry or store read returns) is not hashed a second time; anything else goes through a
+    // verifier. Either fails instead of ending on a mismatch, so an upload never completes with
+    // bad bytes (and the registry checks ?digest= as well).
+    let source: Buffer | Readable;
+    let streamError: unknown;
+    if (Buffer.isBuffer(content)) source = content;
+    else {
+      if (content instanceof VerifyingStream && content.verifies(digestAlgorithm(digest), digestHex(digest), desc.size)) source = content;
+      else {
+        const v = verifier(digest, desc.size, what);
+        pipeline(content, v, () => undefined);
+        source = v;
+      }
+      source.on('error', (e) => (streamError ??= e));
+    }
+    let reader: ByteReader | undefined;
     try {
-      if (desc.size <= client.chunkSize && minChunk === 0) {
-        let body: Buffer | Readable;
-        if (Buffer.isBuffer(content)) body = content;
-        else {
-          const v = verifier(digest, desc.size, what);
-          v.on('error', (e) => (verifyError = e));
-          pipeline(content, v, () => undefined);
-          body = v;
-        }
+      const chunkSize = client.chunkSize !== undefined && desc.size > client.chunkSize ? client.chunkSize : 0;
+      if (minChunk === 0 && chunkSize === 0) {
+        // One PUT whose body streams from the source, with backpressure: nothing is buffered.
         const url = new URL(location);
         url.searchParams.set('digest', digest);
-        const res = await client.request({ registry: this.registry, host: this.host, method: 'PUT', url, headers: { 'content-type': 'application/octet-stream', 'content-length': String(desc.size) }, body, scopes: this.pushScopes, what, signal, retry: false });
-        if (verifyError) {
+        const res = await client.request({ registry: this.registry, host: this.host, method: 'PUT', url, headers: { 'content-type': 'application/octet-stream', 'content-length': String(desc.size) }, body: source, scopes: this.pushScopes, what, signal, retry: false });
+        if (streamError !== undefined) {
           discard(res);
-          throw verifyError;
+          throw streamError;
         }
         if (res.status !== 201) throw await client.failure(res, what);
         discard(res);
         return;
       }
-      // Chunked: PATCH pieces of chunkSize (at least the registry's minimum), then PUT ?digest=.
-      const size = Math.max(client.chunkSize, minChunk);
-      const source: Readable = Buffer.isBuffer(content) ? Readable.from([content]) : content;
-      const v = verifier(digest, desc.size, what);
-      pipeline(source, v, () => undefined);
+      // Chunked (the registry asks for it, or chunkSize says so): PATCH pieces streamed from the
+      // source, then PUT ?digest= only once the source has ended with its checks passed.
+      const size = Math.max(minChunk, chunkSize || 64 * MiB);
+      reader = new ByteReader(source, what);
       let offset = 0;
-      for await (const chunk of chunksOf(v, size)) {
+      while (offset < desc.size) {
+        const n = Math.min(size, desc.size - offset);
         const res = await client.request({
           registry: this.registry,
           host: this.host,
           method: 'PATCH',
           url: location,
-          headers: { 'content-type': 'application/octet-stream', 'content-length': String(chunk.length), 'content-range': `${offset}-${offset + chunk.length - 1}` },
-          body: chunk,
+          headers: { 'content-type': 'application/octet-stream', 'content-length': String(n), 'content-range': `${offset}-${offset + n - 1}` },
+          body: Readable.from(reader.take(n), { objectMode: false }),
           scopes: this.pushScopes,
           what,
           signal,
           retry: false,
         });
+        if (streamError !== undefined || reader.error !== undefined) {
+          discard(res);
+          throw streamError ?? reader.error;
+        }
         if (res.status !== 202) throw await client.failure(res, what);
         discard(res);
         location = this.location(res, what);
-        offset += chunk.length;
+        offset += n;
       }
+      await reader.end();
       const url = new URL(location);
       url.searchParams.set('digest', digest);
       const res = await client.request({ registry: this.registry, host: this.host, method: 'PUT', url, headers: { 'content-length': '0' }, scopes: this.pushScopes, what, signal, retry: false });
       if (res.status !== 201) throw await client.failure(res, what);
       discard(res);
     } catch (e) {
+      if (!Buffer.isBuffer(source)) source.destroy();
       await this.cancelUpload(location);
-      if (verifyError) throw verifyError;
-      throw e;
+      throw streamError ?? reader?.error ?? e;
     }
   }
 
@@ -841,23 +918,67 @@ export class RegistryRepository implements ContentTarget {
   }
 }
 
-/** Groups a stream's bytes into buffers of exactly `size` (the last may be shorter). */
-async function* chunksOf(stream: Readable, size: number): AsyncGenerator<Buffer> {
-  let parts: Buffer[] = [];
-  let have = 0;
-  for await (const c of stream) {
-    let buf = c as Buffer;
-    while (buf.length > 0) {
-      const take = Math.min(size - have, buf.length);
-      parts.push(buf.subarray(0, take));
-      have += take;
-      buf = buf.subarray(take);
-      if (have === size) {
-        yield Buffer.concat(parts, have);
-        parts = [];
-        have = 0;
+/**
+ * Reads a stream in pieces of exact sizes, each piece itself a stream (a PATCH body), without
+ * holding more than the chunk the source last gave.
+ */
+class ByteReader {
+  private readonly it: AsyncIterator<unknown>;
+  private leftover: Buffer | undefined;
+  error: unknown;
+
+  constructor(
+    source: Readable | Buffer,
+    private readonly what: string,
+  ) {
+    this.it = Buffer.isBuffer(source)
+      ? (async function* (): AsyncGenerator<Buffer> {
+          yield source;
+        })()
+      : source[Symbol.asyncIterator]();
+  }
+
+  private fail(e: unknown): never {
+    this.error ??= e;
+    throw e;
+  }
+
+  /** The next `n` bytes; fails when the source ends before them. */
+  async *take(n: number): AsyncGenerator<Buffer> {
+    let need = n;
+    while (need > 0) {
+      let buf = this.leftover;
+      this.leftover = undefined;
+      if (!buf) {
+        let r: IteratorResult<unknown>;
+        try {
+          r = await this.it.next();
+        } catch (e) {
+          this.fail(e);
+        }
+        if (r.done) this.fail(new ArchwayError('INTEGRITY', `${this.what}: the content ended early`));
+        buf = r.value as Buffer;
       }
+      if (buf.length > need) {
+        this.leftover = buf.subarray(need);
+        buf = buf.subarray(0, need);
+      }
+      need -= buf.length;
+      yield buf;
     }
   }
-  if (have > 0) yield Buffer.concat(parts, have);
+
+  /** Resolves when the source has ended (its checks passed) with no byte left over. */
+  async end(): Promise<void> {
+    if (this.leftover && this.leftover.length > 0) this.fail(new ArchwayError('INTEGRITY', `${this.what}: more bytes than expected`));
+    try {
+      for (;;) {
+        const r = await this.it.next();
+        if (r.done) return;
+        if ((r.value as Buffer).length > 0) this.fail(new ArchwayError('INTEGRITY', `${this.what}: more bytes than expected`));
+      }
+    } catch (e) {
+      this.fail(e);
+    }
+  }
 }

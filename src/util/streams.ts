@@ -41,6 +41,13 @@ export class VerifyingStream extends Transform {
     super();
     this.hash = createHash(expect.algorithm);
   }
+  /**
+   * Whether this stream checks exactly these bytes: a consumer (an upload) can then skip hashing
+   * them a second time, since the stream fails instead of ending when they do not match.
+   */
+  verifies(algorithm: string, hex: string, size: number): boolean {
+    return this.expect.algorithm === algorithm && this.expect.hex === hex && this.expect.size === size;
+  }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.bytes += chunk.length;
     if (this.bytes > this.expect.size) {
