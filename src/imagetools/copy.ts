@@ -1,4 +1,5 @@
-import { ArchwayError, throwIfAborted } from '../util/index.js';
+import { ArchwayError, throwIfAborted, type Limiter } from '../util/index.js';
+import { RegistryRepository } from '../registry/index.js';
 import {
   attestationSubject,
   bestMatch,
@@ -11,7 +12,7 @@ import {
   type Platform,
 } from '../oci/index.js';
 import { isIndex, loadImage, platformManifests, readManifestOrIndex, type CallOptions, type ContentSource, type ContentTarget, type ManifestFormat } from '../image/index.js';
-import { CopyPlan, executePlan, planNode, rewriteIndex, type ExecuteStats } from './graph.js';
+import { CopyPlan, executePlan, planNode, readAhead, rewriteIndex, type ExecuteStats } from './graph.js';
 
 export type MultiArch = 'all' | 'system' | 'index-only';
 
@@ -24,6 +25,8 @@ export interface CopyOptions extends CallOptions {
   format?: ManifestFormat;
   /** Blobs copied at once (default 4). */
   concurrency?: number;
+  /** A bound on blob transfers shared with other copies (a mirror's), instead of `concurrency`. */
+  limiter?: Limiter;
   /** Try cross-repository mounts (default true; the target decides whether it can). */
   mount?: boolean;
   /** Host platform for `system` (tests). */
@@ -62,10 +65,16 @@ export async function copyImage(src: ContentSource, srcRef: string, dst: Content
     notes.push(text);
     opts.progress?.emit({ kind: 'message', level: 'info', text });
   };
+  // A registry destination gets its connection, auth scheme and push token while the source is read.
+  if (dst instanceof RegistryRepository) void dst.prepare({ push: true, ...(opts.signal ? { signal: opts.signal } : {}) });
   const root = await src.resolve(srcRef, c);
   const parsed = await readManifestOrIndex(src, root, c);
   const rootActual: Descriptor = { mediaType: parsed.mediaType, digest: parsed.digest, size: parsed.raw.length };
   const plan = new CopyPlan();
+  // When the root is copied byte for byte, ask now whether the destination has it (then nothing
+  // under it needs asking or sending), while the rest of the source is read.
+  const keepsRoot = !opts.format && (!isIndex(parsed) || (!opts.platforms && multiArch !== 'system'));
+  if (keepsRoot) void plan.exists(dst, rootActual, c);
   const ctx = { ...c, format: opts.format, note };
   let result: Descriptor;
   let platforms: string[];
@@ -123,13 +132,18 @@ export async function copyImage(src: ContentSource, srcRef: string, dst: Content
     }
     const children: Descriptor[] = [];
     let changed = selected.length !== all.length;
-    for (const child of selected) {
+    const kept = selected.filter((child) => {
       if (opts.format === 'docker' && isAttestation(child)) {
         note(`dropped attestation ${shortDigest(child.digest)}: a Docker manifest list cannot hold attestations (use --format oci to keep them)`);
         changed = true;
-        continue;
+        return false;
       }
-      const r = await planNode(src, child, plan, ctx, 1);
+      return true;
+    });
+    // The images' manifests are read all at once, then walked in order.
+    const reads = readAhead(src, kept, c);
+    for (const [i, child] of kept.entries()) {
+      const r = await planNode(src, child, plan, ctx, 1, reads[i]);
       if (r.dropped) {
         changed = true;
         continue;
@@ -139,12 +153,13 @@ export async function copyImage(src: ContentSource, srcRef: string, dst: Content
     }
     const wantType = opts.format === 'docker' ? 'application/vnd.docker.distribution.manifest.list.v2+json' : opts.format === 'oci' ? 'application/vnd.oci.image.index.v1+json' : parsed.mediaType;
     platforms = children.filter((d) => !isAttestation(d) && d.platform).map((d) => formatPlatform(d.platform as Platform));
+    const refs = { manifests: children.map((d) => d.digest) };
     if (!changed && wantType === parsed.mediaType) {
-      plan.addManifest(rootActual, parsed.raw);
+      plan.addManifest(rootActual, parsed.raw, refs);
       result = rootActual;
     } else {
       const next = rewriteIndex(parsed.value, wantType, children);
-      plan.addManifest(next.descriptor, next.raw);
+      plan.addManifest(next.descriptor, next.raw, refs);
       result = next.descriptor;
       rewritten = true;
       note(
@@ -155,7 +170,7 @@ export async function copyImage(src: ContentSource, srcRef: string, dst: Content
     }
   }
 
-  const stats = await executePlan(src, dst, plan, { ...c, ...(opts.concurrency ? { concurrency: opts.concurrency } : {}), ...(opts.mount === false ? { mount: false } : {}) });
+  const stats = await executePlan(src, dst, plan, { ...c, ...(opts.concurrency ? { concurrency: opts.concurrency } : {}), ...(opts.limiter ? { limiter: opts.limiter } : {}), ...(opts.mount === false ? { mount: false } : {}) });
   const tags: string[] = [];
   for (const ref of dstRefs) {
     throwIfAborted(opts.signal);

@@ -1,4 +1,4 @@
-import { ArchwayError, errorMessage, mapLimit } from '../util/index.js';
+import { ArchwayError, Limiter, errorMessage, mapLimit } from '../util/index.js';
 import { parseLocation, parseReference, type ImageLocation } from '../ref/index.js';
 import { canMount, openSource, openTarget, type OpenContext } from './open.js';
 import { copyImage, type CopyOptions } from './copy.js';
@@ -6,7 +6,11 @@ import { copyImage, type CopyOptions } from './copy.js';
 export interface MirrorOptions extends Omit<CopyOptions, 'concurrency'> {
   /** Images copied at once (default 3). */
   concurrency?: number;
-  /** Blobs copied at once within one image (default 4). */
+  /**
+   * Blobs in flight at once, over all the images being copied (default 4): one bound, so that
+   * several images at once neither hold more memory and connections nor leave fetched bodies
+   * waiting for an upload slot.
+   */
   blobConcurrency?: number;
   /** Keep going after a failure and report it (default false: stop at the first). */
   keepGoing?: boolean;
@@ -53,6 +57,7 @@ export async function mirror(images: readonly string[], targetPrefix: string, ct
   if (images.length === 0) throw new ArchwayError('USAGE', 'no image to mirror');
   const plan = images.map((image) => ({ source: image, target: mirrorTargetName(image, targetPrefix) }));
   const results: MirrorItem[] = plan.map((p) => ({ ...p }));
+  const limiter = new Limiter(Math.max(1, opts.blobConcurrency ?? 4));
   await mapLimit(plan, Math.max(1, opts.concurrency ?? 3), async (p, i) => {
     const item = results[i] as MirrorItem;
     try {
@@ -65,7 +70,8 @@ export async function mirror(images: readonly string[], targetPrefix: string, ct
         ...copyOpts,
         ...(ctx.signal ? { signal: ctx.signal } : {}),
         ...(ctx.progress ? { progress: ctx.progress } : {}),
-        concurrency: blobConcurrency ?? 4,
+        ...(blobConcurrency ? { concurrency: blobConcurrency } : {}),
+        limiter,
         mount: canMount(src, dst),
       });
       item.digest = r.descriptor.digest;
