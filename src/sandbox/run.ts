@@ -460,7 +460,11 @@ async function runPrepared(
     ];
     const unshareArgs = [...plan.unshareArgs, '--mount', '--pid', '--uts', '--ipc', '--fork', '--kill-child', '--propagation', 'private'];
     if (opts.network === 'none') unshareArgs.push('--net');
-    unshareArgs.push('--', await hostShell(), '-c', SANDBOX_SCRIPT, 'archway-sandbox', ...scriptArgs);
+    const shell = await hostShell();
+    // bash reads ~/.bashrc even when not interactive if its stdin is a socket (it takes that for
+    // rshd), and a Node pipe is one: --norc keeps the host user's start-up files out.
+    const shellOpts = shell.endsWith('bash') ? ['--norc', '--noprofile'] : [];
+    unshareArgs.push('--', shell, ...shellOpts, '-c', SANDBOX_SCRIPT, 'archway-sandbox', ...scriptArgs);
 
     const result = await spawnSandbox(unshareArgs, opts);
 
