@@ -1,4 +1,5 @@
 import { promises as fs } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 import { ArchwayError, isArchwayError } from '../../util/index.js';
 import { formatPlatform, hostPlatform, parsePlatform, type Digest } from '../../oci/index.js';
@@ -7,7 +8,7 @@ import { resolveImageForPlatform } from '../../image/index.js';
 import { Store } from '../../store/index.js';
 import { copyImage, openSource, type OpenContext } from '../../imagetools/index.js';
 import { layerSnapshots } from '../../build/index.js';
-import { runInSandbox, type SandboxBind } from '../../sandbox/index.js';
+import { rootfsDriverSetting, runInSandbox, type SandboxBind } from '../../sandbox/index.js';
 import { listOpt, stringOpt, usageError, type Command } from '../command.js';
 
 export const runCommand: Command = {
@@ -16,7 +17,9 @@ export const runCommand: Command = {
   summary: 'Run a command in an image of any platform (foreign ones under QEMU); changes are thrown away',
   description: `IMAGE is a name in the local store (pulled from its registry when absent), or oci:DIR[:TAG],
 oci-archive:FILE[:TAG], docker-archive:FILE. The platform's image is picked from an index (this
-host's platform by default).
+host's platform by default). The root filesystem is an overlay of the image's layers, or a copy of
+them where overlayfs is not available (ARCHWAY_ROOTFS_DRIVER=auto|overlay|copy chooses; see
+docs/rootless.md). As a non-root user it runs in a user namespace (docs/rootless.md).
 
 Examples:
   archway run --platform linux/arm64 app:1 uname -m
@@ -115,9 +118,13 @@ Examples:
       binds,
       stdio: 'inherit',
       platform: image.platform,
+      rootfsDriver: await rootfsDriverSetting(ctx.env),
+      // A copied root (no overlayfs) goes beside the snapshots, where a reflink is possible.
+      scratchDir: store.tmpDir,
       signal: ctx.signal,
     });
-    if (result.signal) return 128 + (({ SIGINT: 2, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[result.signal] ?? 1);
+    // As a shell reports it: 128 + the signal's number when the command was killed.
+    if (result.signal) return 128 + (osConstants.signals[result.signal] ?? 0);
     return result.exitCode ?? 1;
   },
 };
