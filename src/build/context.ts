@@ -11,6 +11,8 @@ export interface SourceTree {
   readonly root: string;
   /** Whether a context-relative path is excluded (.dockerignore); never for stage trees. */
   ignored(rel: string, isDir: boolean): boolean;
+  /** Whether `ignored` can exclude anything (the context has ignore rules). */
+  readonly filtered?: boolean;
 }
 
 export interface SourceMatch {

@@ -22,12 +22,13 @@ import { dockerignoreMatcher, planBuild } from '../dockerfile/index.js';
 import { canRun } from '../sandbox/index.js';
 import type { SourceTree } from './context.js';
 import { cleanStaleMounts } from './rootfs.js';
+import { loadSecrets } from './secrets.js';
 import { Solver, type StageState } from './solver.js';
 import type { BuildOptions, BuildResult, OutputSpec, PlatformOutcome } from './types.js';
 import { gitInfo } from './git.js';
 
 /** Reads the Dockerfile and its ignore file (`Dockerfile.dockerignore` beside it wins over the context's). */
-async function readInputs(opts: BuildOptions): Promise<{ file: string; text: string; ignore: (rel: string, isDir: boolean) => boolean }> {
+async function readInputs(opts: BuildOptions): Promise<{ file: string; text: string; ignore: (rel: string, isDir: boolean) => boolean; filtered: boolean }> {
   const context = path.resolve(opts.context);
   let st;
   try {
@@ -53,7 +54,8 @@ async function readInputs(opts: BuildOptions): Promise<{ file: string; text: str
     }
   }
   const matcher = dockerignoreMatcher(ignoreText);
-  return { file, text, ignore: (rel, isDir) => matcher(rel, isDir) };
+  const filtered = ignoreText.split('\n').some((l) => l.trim() !== '' && !l.trim().startsWith('#'));
+  return { file, text, ignore: (rel, isDir) => matcher(rel, isDir), filtered };
 }
 
 export interface PlannedBuild {
@@ -63,11 +65,11 @@ export interface PlannedBuild {
 }
 
 /** Parses and plans without running anything (for --dry-run and for the build itself). */
-export async function planDockerfile(opts: BuildOptions): Promise<PlannedBuild & { text: string; ignore: (rel: string, isDir: boolean) => boolean }> {
-  const { file, text, ignore } = await readInputs(opts);
+export async function planDockerfile(opts: BuildOptions): Promise<PlannedBuild & { text: string; ignore: (rel: string, isDir: boolean) => boolean; filtered: boolean }> {
+  const { file, text, ignore, filtered } = await readInputs(opts);
   const platforms = opts.platforms && opts.platforms.length > 0 ? opts.platforms : [hostPlatform()];
   const plan = planBuild(planInputs(opts, text, file));
-  return { plan, platforms, file, text, ignore };
+  return { plan, platforms, file, text, ignore, filtered };
 }
 
 function planInputs(opts: BuildOptions, text: string, file: string): Parameters<typeof planBuild>[0] {
@@ -245,7 +247,8 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
 
   const envEpoch = (opts.env ?? process.env).SOURCE_DATE_EPOCH;
   const sourceDateEpoch = envEpoch && /^\d+$/.test(envEpoch) ? Number(envEpoch) : undefined;
-  const contextTree: SourceTree = { label: 'build context', root: path.resolve(opts.context), ignored: ignore };
+  const contextTree: SourceTree = { label: 'build context', root: path.resolve(opts.context), ignored: ignore, filtered: first.filtered };
+  const secrets = await loadSecrets(opts.secrets ?? [], opts.env ?? process.env);
   const solver = new Solver({
     store,
     contextTree,
@@ -255,6 +258,7 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
     buildPlatform: hostPlatform(),
     targetPlatformOf: targetPlatformsOf,
     dockerfileName: path.relative(process.cwd(), first.file) || first.file,
+    secrets,
     ...(sourceDateEpoch !== undefined ? { sourceDateEpoch } : {}),
     ...signalOpt,
     progress,

@@ -3,3 +3,5 @@ export type { BuildOptions, BuildResult, OutputSpec, PlatformOutcome } from './t
 export { resolveInRoot, cleanSourcePath } from './context.js';
 export { cleanStaleMounts, withMergedRoot } from './rootfs.js';
 export { layerSnapshot, layerSnapshots } from './snapshots.js';
+export { parseSecretSpec, loadSecrets, MAX_SECRET_SIZE, type SecretSpec } from './secrets.js';
+export { cacheMountsDir } from './mounts.js';

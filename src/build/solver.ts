@@ -18,6 +18,7 @@ import type { AddStep, CopySource, CopyStep, RunStep, StageNode, Step } from '..
 import { cleanSourcePath, digestSources, expandSource, type SourceTree } from './context.js';
 import { parseChmod, parseChown, stageCopy } from './copy.js';
 import { downloadUrl, isHttpUrl, parseChecksum, urlFileName, URL_FILE_MODE, type Downloaded } from './download.js';
+import { withRunMounts, type MountEnv } from './mounts.js';
 import { lookupInLayers, readFileFromLayers, runStep, withMergedRoot } from './rootfs.js';
 import { layerSnapshots } from './snapshots.js';
 
@@ -47,6 +48,8 @@ export interface SolverOptions {
   sourceDateEpoch?: number;
   /** The Dockerfile's name as the user gave it, for `file:line` in messages. */
   dockerfileName?: string;
+  /** --secret values by id, for RUN --mount=type=secret. */
+  secrets?: ReadonlyMap<string, Buffer>;
   signal?: AbortSignal;
   progress: ProgressSink;
 }
@@ -301,10 +304,23 @@ export class Solver {
       return image.descriptor.digest;
     }
     if (step.kind === 'run') {
-      // A RUN reads its network mode and the stages it mounts; the architecture is in the key so
-      // that platforms sharing a base state (a scratch stage) never share a RUN result.
+      // A RUN reads its network mode and what it bind-mounts (the content of context files, the
+      // state of stages, the digest of images); the architecture is in the key so that platforms
+      // sharing a base state (a scratch stage) never share a RUN result. What cache, tmpfs and
+      // secret mounts hold is not in the key, as in BuildKit: only their options are (stepIdentity).
       const mounts = [];
-      for (const m of step.mounts) if (m.from?.kind === 'stage') mounts.push((await this.solveStage(m.from.stage)).key);
+      for (const m of step.mounts) {
+        if ((m.type !== 'bind' && m.type !== 'cache') || !m.from) continue;
+        if (m.from.kind === 'stage') mounts.push((await this.solveStage(m.from.stage)).key);
+        else if (m.from.kind === 'image') mounts.push((await this.o.openBase(m.from.ref, m.from.platform)).image.descriptor.digest);
+        else {
+          const src = m.source ?? '/';
+          const matches = await expandSource(this.o.contextTree, src).catch(() => {
+            throw new ArchwayError('NOT_FOUND', `${this.where(stage, step)}: mount source "${src}" not found in the build context`);
+          });
+          mounts.push(`context:${await digestSources(this.o.contextTree, matches)}`);
+        }
+      }
       return `${this.o.network}\0${mounts.join(',')}\0${stage.platform.architecture}`;
     }
     return '';
@@ -416,21 +432,34 @@ export class Solver {
     };
     // The default network of a RUN step is the host's, as BuildKit's; --network none isolates it.
     const network = step.network !== 'default' ? step.network : this.o.network === 'none' ? 'none' : 'host';
+    const mountEnv: MountEnv = {
+      store: this.o.store,
+      contextTree: this.o.contextTree,
+      secrets: this.o.secrets ?? new Map(),
+      sourceSnapshots: (from) => this.sourceSnapshots(from),
+      where: this.where(stage, step),
+      warn: (text) => this.o.progress.emit({ kind: 'message', level: 'warn', text }),
+      ...(this.o.signal ? { signal: this.o.signal } : {}),
+    };
     try {
-      const run = await runStep({
-        layers: lowers,
-        upperDir: upper,
-        argv: step.args,
-        env,
-        cwd,
-        ...(cfg.User ? { user: cfg.User } : {}),
-        hostname: 'archway',
-        network,
-        stdio: 'pipe',
-        onOutput,
-        platform: stage.platform,
-        ...(this.o.signal ? { signal: this.o.signal } : {}),
-      }, work);
+      // The mounts are released (unmounted, copies removed) before the layer is written.
+      const run = await withRunMounts(mountEnv, step.mounts, cwd, ({ binds, env: secretEnv }) =>
+        runStep({
+          layers: lowers,
+          upperDir: upper,
+          argv: step.args,
+          env: [...env.filter((e) => !secretEnv.some((s) => e.startsWith(s.slice(0, s.indexOf('=') + 1)))), ...secretEnv],
+          cwd,
+          ...(cfg.User ? { user: cfg.User } : {}),
+          hostname: 'archway',
+          network,
+          binds,
+          stdio: 'pipe',
+          onOutput,
+          platform: stage.platform,
+          ...(this.o.signal ? { signal: this.o.signal } : {}),
+        }, work),
+      );
       const result = run.result;
       if (partial) tail.push(partial);
       if (result.exitCode !== 0) {
@@ -574,6 +603,12 @@ export class Solver {
 
   private async withSourceTree<T>(from: CopySource, fn: (tree: SourceTree) => Promise<T>): Promise<T> {
     if (from.kind === 'context') return fn(this.o.contextTree);
+    const { label, snapshots } = await this.sourceSnapshots(from);
+    return withMergedRoot(snapshots, path.join(this.o.store.tmpDir, 'mounts'), (root) => fn({ label, root, ignored: () => false }));
+  }
+
+  /** The unpacked layers of a stage or an image that a COPY --from or a mount reads. */
+  private async sourceSnapshots(from: Exclude<CopySource, { kind: 'context' }>): Promise<{ label: string; snapshots: string[] }> {
     let state: StageState;
     let label: string;
     if (from.kind === 'stage') {
@@ -584,8 +619,7 @@ export class Solver {
       state = { key: '', config: image.config, layers: image.manifest.value.layers.map((d, i) => ({ descriptor: d, diffID: image.config.rootfs.diff_ids[i] as Digest })), platform: image.platform };
       label = `image ${from.ref}`;
     }
-    const snaps = await this.snapshots(state);
-    return withMergedRoot(snaps, path.join(this.o.store.tmpDir, 'mounts'), (root) => fn({ label, root, ignored: () => false }));
+    return { label, snapshots: await this.snapshots(state) };
   }
 }
 

@@ -1,6 +1,7 @@
 import type { Platform } from '../oci/index.js';
 import type { Descriptor } from '../oci/index.js';
 import type { ProgressSink } from '../progress/index.js';
+import type { SecretSpec } from './secrets.js';
 
 export type OutputSpec =
   | { type: 'store' }
@@ -31,6 +32,8 @@ export interface BuildOptions {
   /** Write each platform's digest here as JSON (with push-by-digest). */
   metadataFile?: string;
   insecureRegistries?: string[];
+  /** Secrets for RUN --mount=type=secret (`--secret id=ID,src=FILE`, `id=ID,env=VAR`). */
+  secrets?: SecretSpec[];
   env?: NodeJS.ProcessEnv;
   signal?: AbortSignal;
   progress?: ProgressSink;

@@ -1,5 +1,5 @@
 import { parsePlatformList, type Platform } from '../../oci/index.js';
-import { buildDockerfile, formatPlan, planDockerfile, type BuildOptions, type OutputSpec } from '../../build/index.js';
+import { buildDockerfile, formatPlan, parseSecretSpec, planDockerfile, type BuildOptions, type OutputSpec } from '../../build/index.js';
 import { boolOpt, listOpt, stringOpt, usageError, type Command } from '../command.js';
 
 function keyValues(items: string[], flag: string): Record<string, string> {
@@ -84,6 +84,7 @@ Examples:
     'metadata-file': { type: 'string', help: 'FILE:write the result digests as JSON' },
     'dry-run': { type: 'boolean', help: 'print the plan: per platform, the stages and steps that would run' },
     'insecure-registry': { type: 'string', multiple: true, help: 'HOST:talk to HOST over plain HTTP or unverified TLS' },
+    secret: { type: 'string', multiple: true, help: 'id=ID,src=FILE|env=VAR:a secret for RUN --mount=type=secret (never stored in the image)' },
   },
   async run(ctx) {
     if (ctx.positionals.length > 1) throw usageError(`"archway build" takes one context, got ${ctx.positionals.join(' ')}`, 'build');
@@ -108,6 +109,7 @@ Examples:
       optionalPlatforms: listOpt(ctx, 'optional-platform').flatMap((p) => parsePlatformList(p)),
       forceIndex: boolOpt(ctx, 'index'),
       insecureRegistries: listOpt(ctx, 'insecure-registry'),
+      secrets: listOpt(ctx, 'secret').map(parseSecretSpec),
       env: ctx.env,
       signal: ctx.signal,
       progress: ctx.progress,
