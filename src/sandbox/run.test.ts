@@ -348,6 +348,25 @@ describe('runInSandbox with a hostile rootfs', { skip: (!isRoot && 'needs root')
     assert.deepEqual((await fs.readdir(hostEtc)).sort(), ['passwd']);
   });
 
+  it('with the copy driver too, a layer with /etc -> /host-path cannot make the sandbox write outside', async () => {
+    const hostEtc = path.join(tmp, 'host-etc-copy');
+    await fs.mkdir(hostEtc);
+    const evil = await layerWith('eviletc-copy', async (d) => {
+      await fs.symlink(hostEtc, path.join(d, 'etc'));
+      await fs.mkdir(path.join(d, 'work'));
+      await fs.symlink('/', path.join(d, 'work', 'up'));
+    });
+    const r = await run({
+      layers: [rootfs, evil],
+      rootfsDriver: 'copy',
+      argv: ['sh', '-c', 'echo pwned > /etc/pwned; echo pwned > /work/up/tmp/pwned-too; true'],
+    });
+    assert.equal(r.exitCode, 0, r.err);
+    assert.equal(r.rootfs, 'copy');
+    assert.deepEqual(await fs.readdir(hostEtc), []);
+    await assert.rejects(fs.lstat('/tmp/pwned-too'));
+  });
+
   it('a cwd through an absolute link stays inside the root', async () => {
     const outside = path.join(tmp, 'outside-wd');
     await fs.mkdir(outside);

@@ -252,7 +252,8 @@ const swept = new Set<string>();
  * After a crash, removes the temporary directories (state, copied roots) that a dead archway
  * process left in `dir`. Nothing stays mounted after a crash (mounts live in the sandbox's own
  * mount namespace), so only files can be left; a directory is taken only when its owner's pid
- * is gone. Runs once per directory per process.
+ * is gone, and (unless archway runs as root) the directory is the caller's. Runs once per
+ * directory per process.
  */
 export async function sweepStaleTemps(dir: string, userns?: readonly string[]): Promise<void> {
   const key = path.resolve(dir);
@@ -264,11 +265,15 @@ export async function sweepStaleTemps(dir: string, userns?: readonly string[]): 
   } catch {
     return;
   }
+  const uid = typeof process.getuid === 'function' ? process.getuid() : 0;
   for (const n of names) {
     const m = TEMP_NAME.exec(n);
     if (!m) continue;
     const pid = Number(m[1]);
     if (pid === process.pid) continue;
+    // Only our own: another user's leftovers are not ours to remove (nor could we).
+    const st = await fs.lstat(path.join(dir, n)).catch(() => undefined);
+    if (!st || !st.isDirectory() || (uid !== 0 && st.uid !== uid)) continue;
     try {
       process.kill(pid, 0);
       continue; // alive (or someone else's)
