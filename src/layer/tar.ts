@@ -126,12 +126,21 @@ function typeOf(flag: string, name: string): EntryType | 'meta' | undefined {
 // ---------------------------------------------------------------------------------------------
 // Reading
 
-/** Pulls exact byte counts out of an async chunk source. */
+/**
+ * Pulls exact byte counts out of an async chunk source. Works on the current chunk in place
+ * (subarrays, no copy) and only assembles a new buffer when a read spans chunks.
+ */
 class ByteSource {
   private buf: Buffer = Buffer.alloc(0);
+  private off = 0;
   private done = false;
   constructor(private readonly it: AsyncIterator<Buffer | string>) {}
 
+  private get left(): number {
+    return this.buf.length - this.off;
+  }
+
+  /** Replaces the (used up) current chunk with the next one; false at end of input. */
   private async fill(): Promise<boolean> {
     if (this.done) return false;
     const r = await this.it.next();
@@ -139,40 +148,54 @@ class ByteSource {
       this.done = true;
       return false;
     }
-    const chunk = typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    this.buf = typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
+    this.off = 0;
     return true;
   }
 
   /** Exactly n bytes, or fewer only at end of input. */
   async read(n: number): Promise<Buffer> {
-    while (this.buf.length < n) if (!(await this.fill())) break;
-    const out = this.buf.subarray(0, Math.min(n, this.buf.length));
-    this.buf = this.buf.subarray(out.length);
-    return out;
+    if (this.left >= n) {
+      const out = this.buf.subarray(this.off, this.off + n);
+      this.off += n;
+      return out;
+    }
+    const parts: Buffer[] = [];
+    let got = 0;
+    while (got < n) {
+      if (this.left === 0 && !(await this.fill())) break;
+      const take = Math.min(n - got, this.left);
+      parts.push(this.buf.subarray(this.off, this.off + take));
+      this.off += take;
+      got += take;
+    }
+    return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, got);
   }
 
   /** Between 1 and max bytes, or empty at end of input. */
   async readSome(max: number): Promise<Buffer> {
-    if (this.buf.length === 0) await this.fill();
-    const out = this.buf.subarray(0, Math.min(max, this.buf.length));
-    this.buf = this.buf.subarray(out.length);
+    while (this.left === 0) if (!(await this.fill())) return Buffer.alloc(0);
+    const take = Math.min(max, this.left);
+    const out = this.buf.subarray(this.off, this.off + take);
+    this.off += take;
     return out;
   }
 
+  /** Skips up to n bytes; returns how many were skipped (fewer only at end of input). */
   async skip(n: number): Promise<number> {
     let left = n;
     while (left > 0) {
-      const b = await this.readSome(Math.min(left, 1 << 20));
-      if (b.length === 0) break;
-      left -= b.length;
+      while (this.left === 0) if (!(await this.fill())) return n - left;
+      const take = Math.min(left, this.left);
+      this.off += take;
+      left -= take;
     }
-    return n - left;
+    return n;
   }
 
   async drain(): Promise<void> {
-    this.buf = Buffer.alloc(0);
-    while (await this.fill()) this.buf = Buffer.alloc(0);
+    this.off = this.buf.length;
+    while (await this.fill()) this.off = this.buf.length;
   }
 }
 
@@ -193,23 +216,45 @@ export interface ReadTarOptions {
 }
 
 /**
- * Iterates the entries of an uncompressed tar stream. Reads the input to its very end (past the
- * end-of-archive blocks) so that a hash taken upstream covers every byte.
+ * The tar parser as a pull interface: `next()` gives the next header (skipping whatever is left
+ * of the previous body), `read()` gives the current body in chunks. Calls must not overlap.
+ * Used directly by applyLayer (no stream per entry); `readTar` wraps it for everyone else.
  */
-export async function* readTar(input: Readable, opts: ReadTarOptions = {}): AsyncGenerator<TarEntry> {
-  const src = new ByteSource(input[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>);
-  const lock = new Mutex();
-  let globalPax = new Map<string, Buffer>();
-  let pax: Map<string, Buffer> | undefined;
-  let longName: string | undefined;
-  let longLink: string | undefined;
-  try {
+export class TarReader {
+  private readonly src: ByteSource;
+  private globalPax = new Map<string, Buffer>();
+  private remaining = 0;
+  private bodySize = 0;
+  private name = '';
+  private ended = false;
+
+  constructor(
+    private readonly input: Readable,
+    private readonly opts: ReadTarOptions = {},
+  ) {
+    this.src = new ByteSource(input[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>);
+  }
+
+  /**
+   * The next entry's header, or undefined after the end-of-archive blocks. Reads the input to its
+   * very end then, so that a hash taken upstream covers every byte.
+   */
+  async next(): Promise<TarHeader | undefined> {
+    if (this.ended) return undefined;
+    await this.finishBody();
+    let pax: Map<string, Buffer> | undefined;
+    let longName: string | undefined;
+    let longLink: string | undefined;
     for (;;) {
-      throwIfAborted(opts.signal, 'reading tar');
-      const block = await lock.run(() => src.read(BLOCK));
-      if (block.length === 0) break; // EOF without end-of-archive blocks: tolerated, as GNU tar does
+      throwIfAborted(this.opts.signal, 'reading tar');
+      const block = await this.src.read(BLOCK);
+      // EOF without end-of-archive blocks is tolerated, as GNU tar does.
+      if (block.length === 0 || (block.length === BLOCK && isZeroBlock(block))) {
+        this.ended = true;
+        await this.src.drain();
+        return undefined;
+      }
       if (block.length < BLOCK) throw new ArchwayError('FORMAT', 'tar: truncated header');
-      if (isZeroBlock(block)) break;
       const stored = readNumber(block, 148, 8, 'checksum');
       if (stored !== checksum(block)) throw new ArchwayError('FORMAT', `tar: header checksum mismatch for "${readString(block, 0, 100)}"`);
 
@@ -225,11 +270,11 @@ export async function* readTar(input: Readable, opts: ReadTarOptions = {}): Asyn
 
       if (flag === 'x' || flag === 'g' || flag === 'L' || flag === 'K') {
         if (size > MAX_META) throw new ArchwayError('UNSAFE', `tar: metadata entry of ${size} bytes for "${name}" exceeds ${MAX_META}`);
-        const data = await lock.run(() => src.read(size));
+        const data = await this.src.read(size);
         if (data.length < size) throw new ArchwayError('FORMAT', 'tar: truncated metadata entry');
-        await lock.run(() => src.skip((BLOCK - (size % BLOCK)) % BLOCK));
+        await this.src.skip(padding(size));
         if (flag === 'x') pax = parsePax(data);
-        else if (flag === 'g') globalPax = new Map([...globalPax, ...parsePax(data)]);
+        else if (flag === 'g') this.globalPax = new Map([...this.globalPax, ...parsePax(data)]);
         else {
           const nul = data.indexOf(0);
           const text = data.toString('utf8', 0, nul < 0 ? data.length : nul);
@@ -258,7 +303,7 @@ export async function* readTar(input: Readable, opts: ReadTarOptions = {}): Asyn
       };
       if (longName !== undefined) h.name = longName;
       if (longLink !== undefined) h.linkname = longLink;
-      const merged = pax === undefined ? globalPax : new Map([...globalPax, ...pax]);
+      const merged = pax === undefined ? this.globalPax : new Map([...this.globalPax, ...pax]);
       for (const [k, v] of merged) {
         const s = (): string => v.toString('utf8');
         const num = (): number => {
@@ -274,54 +319,80 @@ export async function* readTar(input: Readable, opts: ReadTarOptions = {}): Asyn
         else if (k === 'mtime') h.mtime = num();
         else if (k.startsWith('SCHILY.xattr.')) h.xattrs[k.slice('SCHILY.xattr.'.length)] = v;
       }
-      pax = undefined;
-      longName = undefined;
-      longLink = undefined;
       if (h.type === 'dir' && h.name.length > 1) h.name = h.name.replace(/\/+$/, '');
       // Links, dirs and devices carry no data even when a size is written (hardlinks in some writers).
       if (h.type !== 'file') h.size = h.type === 'hardlink' ? h.size : 0;
       if (!Number.isSafeInteger(h.size) || h.size < 0) throw new ArchwayError('FORMAT', `tar entry "${h.name}": bad size`);
-      opts.onHeader?.(h);
+      this.opts.onHeader?.(h);
+      this.name = h.name;
+      this.remaining = h.size;
+      this.bodySize = h.size;
+      return h;
+    }
+  }
 
-      let remaining = h.size;
-      const bodySize = h.size;
-      let truncated = false;
-      const pull = async (): Promise<Buffer | null> => {
-        if (remaining === 0) return null;
-        const b = await src.readSome(Math.min(remaining, BODY_CHUNK));
-        if (b.length === 0) {
-          truncated = true;
-          remaining = 0;
-          throw new ArchwayError('FORMAT', `tar entry "${h.name}": truncated body`);
-        }
-        remaining -= b.length;
-        return b;
-      };
+  /**
+   * Up to `max` bytes of the current entry's body (a view into the source's chunk, not a copy), or
+   * null at its end. A body cut short by the end of input is a FORMAT error.
+   */
+  async read(max = BODY_CHUNK): Promise<Buffer | null> {
+    if (this.remaining === 0) return null;
+    const b = await this.src.readSome(Math.min(this.remaining, max));
+    if (b.length === 0) {
+      this.remaining = 0;
+      throw this.truncated();
+    }
+    this.remaining -= b.length;
+    return b;
+  }
+
+  /** Skips the rest of the current body and its padding. */
+  private async finishBody(): Promise<void> {
+    if (this.remaining > 0) {
+      const want = this.remaining;
+      this.remaining = 0;
+      if ((await this.src.skip(want)) < want) throw this.truncated();
+    }
+    await this.src.skip(padding(this.bodySize));
+    this.bodySize = 0;
+  }
+
+  private truncated(): ArchwayError {
+    return new ArchwayError('FORMAT', `tar entry "${this.name}": truncated body`);
+  }
+
+  /** Releases the input when it was not read to its end (an error, or the caller stopped). */
+  close(): void {
+    if (!this.input.destroyed && !this.input.readableEnded) this.input.destroy();
+  }
+}
+
+/**
+ * Iterates the entries of an uncompressed tar stream. Reads the input to its very end (past the
+ * end-of-archive blocks) so that a hash taken upstream covers every byte.
+ */
+export async function* readTar(input: Readable, opts: ReadTarOptions = {}): AsyncGenerator<TarEntry> {
+  const reader = new TarReader(input, opts);
+  const lock = new Mutex();
+  try {
+    for (;;) {
+      const h = await lock.run(() => reader.next());
+      if (h === undefined) return;
       const body = new Readable({
         highWaterMark: BODY_CHUNK,
         read(): void {
-          lock.run(pull).then(
+          lock.run(() => reader.read()).then(
             (b) => this.push(b),
             (e: unknown) => this.destroy(e instanceof Error ? e : new Error(String(e))),
           );
         },
       });
       yield { header: h, body };
-      // The consumer moved on: whatever it left unread is skipped here.
+      // The consumer moved on: whatever it left unread is skipped by the next `next()`.
       if (!body.readableEnded && !body.destroyed) body.destroy();
-      await lock.run(async () => {
-        if (remaining > 0) {
-          const skipped = await src.skip(remaining);
-          if (skipped < remaining) truncated = true;
-          remaining = 0;
-        }
-      });
-      if (truncated) throw new ArchwayError('FORMAT', `tar entry "${h.name}": truncated body`);
-      await lock.run(() => src.skip((BLOCK - (bodySize % BLOCK)) % BLOCK));
     }
-    await lock.run(() => src.drain());
   } finally {
-    if (!input.destroyed && !input.readableEnded) input.destroy();
+    reader.close();
   }
 }
 
