@@ -407,3 +407,71 @@ test('applyLayer: an aborted signal stops the application', async () => {
   ac.abort();
   await assert.rejects(applyLayer(Readable.from([buildTar([{ header: { name: 'x' }, data: 'x' }])]), d, { signal: ac.signal }), (e: unknown) => e instanceof Error && 'code' in e && e.code === 'INTERRUPTED');
 });
+
+test('applyLayer: each entry type replaces whatever a lower layer (or the same layer) had at its path', async () => {
+  const d = await tmp('replace');
+  const lower = buildTar([
+    { header: { name: 'f-over-dir', type: 'dir' } },
+    { header: { name: 'f-over-dir/child' }, data: 'c' },
+    { header: { name: 'f-over-file' }, data: 'old' },
+    { header: { name: 'f-over-link', type: 'symlink', linkname: 'f-over-file' } },
+    { header: { name: 'dir-over-file' }, data: 'old' },
+    { header: { name: 'dir-over-link', type: 'symlink', linkname: 'f-over-dir' } },
+    { header: { name: 'link-over-dir', type: 'dir' } },
+    { header: { name: 'link-over-dir/x' }, data: 'x' },
+    { header: { name: 'hard-over-file' }, data: 'old' },
+    { header: { name: 'fifo-over-file' }, data: 'old' },
+    { header: { name: 'twice' }, data: 'first' },
+  ]);
+  const upper = buildTar([
+    { header: { name: 'f-over-dir' }, data: 'new' },
+    { header: { name: 'f-over-file' }, data: 'new' },
+    { header: { name: 'f-over-link' }, data: 'new' },
+    { header: { name: 'dir-over-file', type: 'dir', mode: 0o710 } },
+    { header: { name: 'dir-over-link', type: 'dir' } },
+    { header: { name: 'link-over-dir', type: 'symlink', linkname: 'f-over-file' } },
+    { header: { name: 'hard-over-file', type: 'hardlink', linkname: 'f-over-file' } },
+    { header: { name: 'fifo-over-file', type: 'fifo', mode: 0o640 } },
+    { header: { name: 'twice' }, data: 'second' },
+    { header: { name: 'twice' }, data: 'third' },
+  ]);
+  for (const l of [lower, upper]) await applyLayer(Readable.from([l]), d, {});
+  const kind = async (p: string): Promise<string> => {
+    const st = await fsp.lstat(join(d, p));
+    if (st.isSymbolicLink()) return `link ${await fsp.readlink(join(d, p))}`;
+    if (st.isDirectory()) return `dir ${(st.mode & 0o7777).toString(8)} ${(await fsp.readdir(join(d, p))).join(',')}`;
+    if (st.isFIFO()) return `fifo ${(st.mode & 0o7777).toString(8)}`;
+    return `file ${await fsp.readFile(join(d, p), 'utf8')} n${st.nlink}`;
+  };
+  const got = await Promise.all(['f-over-dir', 'f-over-file', 'f-over-link', 'dir-over-file', 'dir-over-link', 'link-over-dir', 'hard-over-file', 'fifo-over-file', 'twice'].map(kind));
+  assert.deepEqual(got, ['file new n1', 'file new n2', 'file new n1', 'dir 710 ', 'dir 755 ', 'link f-over-file', 'file new n2', 'fifo 640', 'file third n1']);
+});
+
+test('applyLayer: overlay whiteouts become 0/0 character devices and the opaque xattr; nodes get exact modes', { skip: process.getuid?.() !== 0 ? 'needs root' : false }, async () => {
+  const d = await tmp('overlay-wh');
+  const l = buildTar([
+    { header: { name: 'etc', type: 'dir' } },
+    { header: { name: 'etc/.wh.passwd' } },
+    { header: { name: 'usr', type: 'dir' } },
+    { header: { name: 'usr/.wh..wh..opq' } },
+    { header: { name: 'usr/kept' }, data: 'k' },
+    { header: { name: 'dev/null', type: 'char', devmajor: 1, devminor: 3, mode: 0o666 } },
+    { header: { name: 'dev/loop9', type: 'block', devmajor: 7, devminor: 9, mode: 0o660, gid: 6 } },
+    { header: { name: 'run/fifo', type: 'fifo', mode: 0o4751 } },
+  ]);
+  await applyLayer(Readable.from([l]), d, { overlayWhiteouts: true, allowDevices: true });
+  const wh = await fsp.lstat(join(d, 'etc/passwd'));
+  assert.ok(wh.isCharacterDevice());
+  assert.equal(wh.rdev, 0);
+  const opq = sh('python3', ['-c', `import os; print(os.getxattr(${JSON.stringify(join(d, 'usr'))}, 'trusted.overlay.opaque').decode())`]);
+  assert.equal(opq.trim(), 'y');
+  const nul = await fsp.lstat(join(d, 'dev/null'));
+  assert.ok(nul.isCharacterDevice());
+  assert.equal([nul.rdev, nul.mode & 0o7777].join(' '), `${(1 << 8) | 3} ${0o666}`);
+  const loop = await fsp.lstat(join(d, 'dev/loop9'));
+  assert.ok(loop.isBlockDevice());
+  assert.equal([loop.rdev, loop.mode & 0o7777, loop.gid].join(' '), `${(7 << 8) | 9} ${0o660} 6`);
+  const fifo = await fsp.lstat(join(d, 'run/fifo'));
+  assert.ok(fifo.isFIFO());
+  assert.equal(fifo.mode & 0o7777, 0o4751);
+});

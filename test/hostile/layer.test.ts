@@ -1,9 +1,11 @@
 /**
  * Crafted hostile layers. Each is built inside its test, applied into <tmp>/target next to a
- * sentinel directory <tmp>/sentinel; the test asserts an UNSAFE error naming the entry and that
- * the sentinel (and /etc) did not change.
+ * sentinel directory <tmp>/sentinel. A refused layer must fail UNSAFE naming the entry; a layer
+ * whose links are resolved inside the root as a chroot would (absolute targets, `..` above the
+ * root) must write only at the resolved place inside the target. Either way the sentinel (and
+ * /etc, /tmp) must not change and nothing may appear next to the target.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, promises as fsp } from 'node:fs';
@@ -22,8 +24,12 @@ interface Box {
   sentinel: string;
 }
 
+const boxes: string[] = [];
+after(() => Promise.all(boxes.map((d) => fsp.rm(d, { recursive: true, force: true }))));
+
 async function box(): Promise<Box> {
   const dir = await fsp.mkdtemp(join(tmpdir(), 'archway-hostile-'));
+  boxes.push(dir);
   const target = join(dir, 'target');
   const sentinel = join(dir, 'sentinel');
   await fsp.mkdir(target);
@@ -70,6 +76,22 @@ async function expectUnsafe(layers: Buffer[], entry: string, opts: ApplyOptions 
   return bx;
 }
 
+/** Nothing appeared next to the target: <tmp> still holds only sentinel/ and target/. */
+async function nothingBeside(b: Box): Promise<void> {
+  assert.deepEqual((await fsp.readdir(b.dir)).sort(), ['sentinel', 'target']);
+}
+
+/** Applies the layers in order, all must succeed; the sentinel must not change. */
+async function expectConfined(layers: Buffer[], b: Box, opts: ApplyOptions = {}): Promise<void> {
+  const before = await snapshot(b.sentinel);
+  for (const l of layers) await apply(l, b.target, opts);
+  assert.deepEqual(await snapshot(b.sentinel), before, 'sentinel changed');
+  await nothingBeside(b);
+}
+
+/** <target> + an absolute host path, which is where a chroot puts it. */
+const inRoot = (b: Box, hostPath: string): string => join(b.target, hostPath);
+
 const tar = (entries: E[]): Buffer => buildTar(entries);
 const uniq = (): string => `archway-hostile-${randomBytes(6).toString('hex')}`;
 
@@ -88,29 +110,109 @@ test('hostile: absolute entry name', async () => {
   assert.ok(!existsSync(n));
 });
 
-test('hostile: symlink parent with a relative target escaping the root', async () => {
-  await expectUnsafe(
-    [tar([{ header: { name: 'esc', type: 'symlink', linkname: '../sentinel' } }, { header: { name: 'esc/pwn' }, data: 'x' }])],
-    'esc/pwn',
-  );
+test('hostile: symlink parent with a relative target climbing above the root stays inside', async () => {
+  const b = await box();
+  await expectConfined([tar([{ header: { name: 'esc', type: 'symlink', linkname: '../sentinel' } }, { header: { name: 'esc/pwn' }, data: 'x' }])], b);
+  // `..` at the root is the root: ../sentinel is <target>/sentinel.
+  assert.equal(await fsp.readFile(join(b.target, 'sentinel/pwn'), 'utf8'), 'x');
+  assert.ok(!existsSync(join(b.sentinel, 'pwn')));
+  assert.equal(await fsp.readlink(join(b.target, 'esc')), '../sentinel');
 });
 
-test('hostile: symlink to / then a write through it', async () => {
+test('hostile: symlink to / then a write through it lands in the root', async () => {
+  const b = await box();
   const n = uniq();
-  await expectUnsafe([tar([{ header: { name: 'rootlink', type: 'symlink', linkname: '/' } }, { header: { name: `rootlink/tmp/${n}` }, data: 'x' }])], `rootlink/tmp/${n}`);
+  await expectConfined([tar([{ header: { name: 'rootlink', type: 'symlink', linkname: '/' } }, { header: { name: `rootlink/tmp/${n}` }, data: 'x' }])], b);
   assert.ok(!existsSync(`/tmp/${n}`));
+  assert.equal(await fsp.readFile(join(b.target, 'tmp', n), 'utf8'), 'x');
 });
 
 test('hostile: absolute symlink to the sentinel then a write through it', async () => {
   const b = await box();
-  await expectUnsafe([tar([{ header: { name: 'l', type: 'symlink', linkname: b.sentinel } }, { header: { name: 'l/keep' }, data: 'pwned' }])], 'l/keep', {}, b);
+  await expectConfined([tar([{ header: { name: 'l', type: 'symlink', linkname: b.sentinel } }, { header: { name: 'l/keep' }, data: 'pwned' }])], b);
+  assert.equal(await fsp.readFile(join(inRoot(b, b.sentinel), 'keep'), 'utf8'), 'pwned');
+  assert.equal(await fsp.readFile(join(b.sentinel, 'keep'), 'utf8'), 'original');
 });
 
 test('hostile: second layer writes through a link planted by the first', async () => {
   const b = await box();
   const layer1 = tar([{ header: { name: 'usr', type: 'dir' } }, { header: { name: 'usr/lib', type: 'symlink', linkname: b.sentinel } }]);
   const layer2 = tar([{ header: { name: 'usr/lib/keep' }, data: 'pwned' }]);
-  await expectUnsafe([layer1, layer2], 'usr/lib/keep', {}, b);
+  await expectConfined([layer1, layer2], b);
+  assert.equal(await fsp.readFile(join(inRoot(b, b.sentinel), 'keep'), 'utf8'), 'pwned');
+});
+
+test('hostile: a link to ../../.. means the root itself', async () => {
+  const b = await box();
+  await expectConfined(
+    [
+      tar([
+        { header: { name: 'a/b', type: 'dir' } },
+        { header: { name: 'a/b/up', type: 'symlink', linkname: '../../../../../..' } },
+        { header: { name: 'a/b/up/sentinel/keep' }, data: 'pwned' },
+        { header: { name: 'a/b/up/a/b/x' }, data: 'x' },
+      ]),
+    ],
+    b,
+  );
+  assert.equal(await fsp.readFile(join(b.target, 'sentinel/keep'), 'utf8'), 'pwned');
+  assert.equal(await fsp.readFile(join(b.target, 'a/b/x'), 'utf8'), 'x');
+});
+
+test('chroot: var/run -> /run puts var/run/foo at <root>/run/foo', async () => {
+  const b = await box();
+  await expectConfined(
+    [
+      tar([{ header: { name: 'run', type: 'dir', mode: 0o755 } }, { header: { name: 'var', type: 'dir' } }, { header: { name: 'var/run', type: 'symlink', linkname: '/run' } }]),
+      tar([{ header: { name: 'var/run/foo' }, data: 'pid' }, { header: { name: 'var/run/sub/bar' }, data: 'bar' }]),
+    ],
+    b,
+  );
+  assert.equal(await fsp.readFile(join(b.target, 'run/foo'), 'utf8'), 'pid');
+  assert.equal(await fsp.readFile(join(b.target, 'run/sub/bar'), 'utf8'), 'bar');
+  assert.ok((await fsp.lstat(join(b.target, 'var/run'))).isSymbolicLink());
+});
+
+test('chroot: a dangling absolute link gets its target made inside the root', async () => {
+  const b = await box();
+  const n = uniq();
+  await expectConfined([tar([{ header: { name: 'l', type: 'symlink', linkname: `/${n}/deep` } }, { header: { name: 'l/f' }, data: 'f' }])], b);
+  assert.equal(await fsp.readFile(join(b.target, n, 'deep/f'), 'utf8'), 'f');
+  assert.ok(!existsSync(`/${n}`));
+});
+
+test('chroot: a chain of relative and absolute links resolves inside the root', async () => {
+  const b = await box();
+  await expectConfined(
+    [
+      tar([
+        { header: { name: 'usr/lib', type: 'dir' } },
+        { header: { name: 'one', type: 'symlink', linkname: 'two/../three' } },
+        { header: { name: 'two', type: 'dir' } },
+        { header: { name: 'three', type: 'symlink', linkname: '/../../four' } },
+        { header: { name: 'four', type: 'symlink', linkname: '../usr/./lib' } },
+        { header: { name: 'one/so' }, data: 'elf' },
+      ]),
+    ],
+    b,
+  );
+  assert.equal(await fsp.readFile(join(b.target, 'usr/lib/so'), 'utf8'), 'elf');
+});
+
+test('chroot: a whiteout and a hardlink through an absolute link act inside the root', async () => {
+  const b = await box();
+  const layer1 = tar([
+    { header: { name: 'etc', type: 'dir' } },
+    { header: { name: 'etc/passwd' }, data: 'root:x:0:0' },
+    { header: { name: 'etc/gone' }, data: 'x' },
+    { header: { name: 'alt', type: 'symlink', linkname: '/etc' } },
+  ]);
+  const layer2 = tar([{ header: { name: 'alt/.wh.gone' } }, { header: { name: 'pw', type: 'hardlink', linkname: 'alt/passwd' } }]);
+  await expectConfined([layer1, layer2], b);
+  assert.ok(!existsSync(join(b.target, 'etc/gone')));
+  const [a, c] = await Promise.all([fsp.stat(join(b.target, 'etc/passwd')), fsp.stat(join(b.target, 'pw'))]);
+  assert.equal(a.ino, c.ino);
+  assert.ok(existsSync('/etc/passwd'));
 });
 
 test('hostile: hardlink to /etc/passwd', async () => {
@@ -122,14 +224,24 @@ test('hostile: hardlink to ../ outside path', async () => {
   await expectUnsafe([tar([{ header: { name: 'h', type: 'hardlink', linkname: '../sentinel/keep' } }])], 'h');
 });
 
-test('hostile: hardlink through a planted symlink directory', async () => {
+test('hostile: hardlink through a planted symlink directory never links the outside file', async () => {
   const b = await box();
-  await expectUnsafe(
-    [tar([{ header: { name: 's', type: 'symlink', linkname: b.sentinel } }, { header: { name: 'h', type: 'hardlink', linkname: 's/keep' } }])],
-    'h',
-    {},
+  const before = await snapshot(b.sentinel);
+  // s -> <abs sentinel> resolves to <target><abs sentinel>, where there is no keep.
+  await assert.rejects(
+    apply(tar([{ header: { name: 's', type: 'symlink', linkname: b.sentinel } }, { header: { name: 'h', type: 'hardlink', linkname: 's/keep' } }]), b.target),
+    (e: unknown) => isArchwayError(e, 'FORMAT') && e.message.includes('"h"') && e.message.includes('does not exist'),
+  );
+  assert.ok(!existsSync(join(b.target, 'h')));
+  assert.deepEqual(await snapshot(b.sentinel), before);
+  await nothingBeside(b);
+  // With a keep at the resolved place inside the root, the link is to that one.
+  await expectConfined(
+    [tar([{ header: { name: `${b.sentinel.slice(1)}/keep` }, data: 'inside' }, { header: { name: 'h2', type: 'hardlink', linkname: 's/keep' } }])],
     b,
   );
+  assert.equal(await fsp.readFile(join(b.target, 'h2'), 'utf8'), 'inside');
+  assert.equal((await fsp.stat(join(b.sentinel, 'keep'))).nlink, 1);
 });
 
 test('hostile: hardlink to a directory', async () => {
@@ -147,6 +259,24 @@ test('hostile: symlink loop', async () => {
     ],
     'a/x',
   );
+});
+
+test('hostile: symlink loops through absolute targets and the root', async () => {
+  await expectUnsafe([tar([{ header: { name: 'self', type: 'symlink', linkname: '/self' } }, { header: { name: 'self/x' }, data: 'x' }])], 'self/x');
+  await expectUnsafe([tar([{ header: { name: 'd', type: 'dir' } }, { header: { name: 'd/up', type: 'symlink', linkname: '../../d/up' } }, { header: { name: 'd/up/x' }, data: 'x' }])], 'd/up/x');
+});
+
+test('hostile: a chain longer than 40 links is refused, 40 are followed', async () => {
+  const chain = (n: number): E[] => {
+    const es: E[] = [{ header: { name: 'end', type: 'dir' } }];
+    for (let i = 0; i < n; i++) es.push({ header: { name: `l${i}`, type: 'symlink', linkname: i === n - 1 ? '/end' : `/l${i + 1}` } });
+    return es;
+  };
+  const b = await expectUnsafe([tar([...chain(41), { header: { name: 'l0/x' }, data: 'x' }])], 'l0/x');
+  assert.ok(!existsSync(join(b.target, 'end/x')));
+  const ok = await box();
+  await expectConfined([tar([...chain(40), { header: { name: 'l0/x' }, data: 'x' }])], ok);
+  assert.equal(await fsp.readFile(join(ok.target, 'end/x'), 'utf8'), 'x');
 });
 
 test('hostile: char device when devices are not allowed', async () => {
@@ -220,22 +350,54 @@ test('hostile: whiteout escaping via ../', async () => {
   await expectUnsafe([tar([{ header: { name: '../.wh.sentinel' } }])], '../.wh.sentinel');
 });
 
-test('hostile: whiteout through a symlinked parent', async () => {
-  await expectUnsafe([tar([{ header: { name: 's', type: 'symlink', linkname: '../sentinel' } }, { header: { name: 's/.wh.keep' } }])], 's/.wh.keep');
+test('hostile: whiteout through a symlinked parent deletes only inside the root', async () => {
+  const b = await box();
+  const layer1 = tar([{ header: { name: 'sentinel/keep' }, data: 'in-root' }, { header: { name: 's', type: 'symlink', linkname: '../sentinel' } }]);
+  await expectConfined([layer1, tar([{ header: { name: 's/.wh.keep' } }])], b);
+  assert.ok(!existsSync(join(b.target, 'sentinel/keep')));
+  // Nothing to delete at the resolved place is no error either.
+  await expectConfined([tar([{ header: { name: 's/.wh.keep' } }, { header: { name: 's/sub/.wh.keep2' } }])], b);
 });
 
-test('hostile: opaque whiteout in a symlinked dir', async () => {
+test('hostile: opaque whiteout in a symlinked dir empties only the in-root directory', async () => {
   const b = await box();
-  const layer1 = tar([{ header: { name: 'd', type: 'symlink', linkname: b.sentinel } }]);
+  const layer1 = tar([{ header: { name: 'd', type: 'symlink', linkname: b.sentinel } }, { header: { name: 'd/keep' }, data: 'lower' }]);
   const layer2 = tar([{ header: { name: 'd/.wh..wh..opq' } }]);
-  await expectUnsafe([layer1, layer2], 'd/.wh..wh..opq', {}, b);
+  await expectConfined([layer1], b);
+  assert.equal(await fsp.readFile(join(inRoot(b, b.sentinel), 'keep'), 'utf8'), 'lower');
+  await expectConfined([layer2], b);
+  assert.deepEqual(await fsp.readdir(inRoot(b, b.sentinel)), []);
 });
 
 test('hostile: a directory component replaced by a symlink in a later layer', async () => {
   const b = await box();
   const layer1 = tar([{ header: { name: 'd', type: 'dir' } }, { header: { name: 'd/x' }, data: 'x' }]);
   const layer2 = tar([{ header: { name: 'd', type: 'symlink', linkname: join(b.sentinel, 'sub') } }, { header: { name: 'd/keep2' }, data: 'pwned' }]);
-  await expectUnsafe([layer1, layer2], 'd/keep2', {}, b);
+  await expectConfined([layer1, layer2], b);
+  assert.equal(await fsp.readFile(join(inRoot(b, b.sentinel), 'sub/keep2'), 'utf8'), 'pwned');
+  assert.equal(await fsp.readFile(join(b.sentinel, 'sub/keep2'), 'utf8'), 'original2');
+  assert.ok(!existsSync(join(b.target, 'd/x')));
+});
+
+test('hostile: a directory replaced by a symlink in the same layer is not trusted afterwards', async () => {
+  const b = await box();
+  await expectConfined(
+    [
+      tar([
+        { header: { name: 'd', type: 'dir' } },
+        { header: { name: 'd/x' }, data: 'x' },
+        { header: { name: 'd', type: 'symlink', linkname: b.sentinel } },
+        { header: { name: 'd/keep' }, data: 'pwned' },
+        { header: { name: 'e', type: 'dir' } },
+        { header: { name: 'e/.wh..wh..opq' } },
+        { header: { name: 'e', type: 'symlink', linkname: '../sentinel' } },
+        { header: { name: 'e/y' }, data: 'y' },
+      ]),
+    ],
+    b,
+  );
+  assert.equal(await fsp.readFile(join(inRoot(b, b.sentinel), 'keep'), 'utf8'), 'pwned');
+  assert.equal(await fsp.readFile(join(b.target, 'sentinel/y'), 'utf8'), 'y');
 });
 
 test('hostile: oversized pax header', async () => {
