@@ -4,7 +4,7 @@
  * (monolithic or chunked), cross-repository mounts, mirrors for pulls.
  */
 import { Readable, pipeline } from 'node:stream';
-import { ArchwayError, Limiter, LIMITS, VerifyingStream, abortError, readAllLimited, redact, sleep, throwIfAborted, MiB } from '../util/index.js';
+import { ArchwayError, Limiter, LIMITS, verifiesContent, readAllLimited, redact, sleep, throwIfAborted, MiB } from '../util/index.js';
 import {
   MediaType,
   computeDigest,
@@ -27,6 +27,7 @@ import type { CallOptions, ContentSource, ContentTarget } from '../image/index.j
 import { mergeScopes, parseChallenge, pullScope, pushScope, retryAfterMs, type Challenge } from './auth.js';
 import { DockerConfigCredentials, type Credential, type CredentialSource } from './credentials.js';
 import { settingsFor, type HostSettings, type RegistrySettings } from './settings.js';
+import { BlobBody } from './body.js';
 import { NetworkFailure, Transport, discard, parseRegistryErrors, readErrorBody, type HttpResponse } from './transport.js';
 
 export interface RegistryClientOptions {
@@ -619,50 +620,33 @@ export class RegistryRepository implements ContentTarget {
     const signal = opts.signal;
     const first = await client.request({ registry: this.registry, host, method: 'GET', path: `/v2/${this.repository}/blobs/${digest}`, scopes: this.pullScopes, what, signal });
     if (first.status !== 200) throw await client.failure(first, what);
-    const registry = this.registry;
     const path = `/v2/${this.repository}/blobs/${digest}`;
-    const scopes = this.pullScopes;
     const progress = this.progress(opts);
-    async function* bytes(): AsyncGenerator<Buffer> {
-      let res: HttpResponse | undefined = first;
-      let received = 0;
-      let failures = 0;
-      let lastReport = 0;
-      for (;;) {
-        if (!res) {
-          res = await client.request({ registry, host, method: 'GET', path, headers: { range: `bytes=${received}-` }, scopes, what, signal });
-          if (res.status !== 206) {
-            const e = res.status === 200 ? new ArchwayError('INTEGRITY', `${what}: the body was cut short after ${received} of ${desc.size} bytes and the registry cannot resume it`) : await client.failure(res, what);
-            res.body.destroy();
-            throw e;
-          }
+    let lastReport = 0;
+    return new BlobBody(first, {
+      algorithm: digestAlgorithm(digest),
+      hex: digestHex(digest),
+      size: desc.size,
+      what,
+      retries: client.retries,
+      retryBaseMs: client.retryBaseMs,
+      signal,
+      onBytes: (received) => {
+        if (received - lastReport >= MiB || received >= desc.size) {
+          lastReport = received;
+          progress.emit({ kind: 'blob-bytes', digest, bytes: received, total: desc.size });
         }
-        try {
-          for await (const chunk of res.body) {
-            const buf = chunk as Buffer;
-            received += buf.length;
-            if (received - lastReport >= MiB || received >= desc.size) {
-              lastReport = received;
-              progress.emit({ kind: 'blob-bytes', digest, bytes: received, total: desc.size });
-            }
-            yield buf;
-          }
-          if (received >= desc.size) return;
-          if (signal?.aborted) throw abortError(signal, what);
-        } catch (e) {
-          if (signal?.aborted) throw abortError(signal, what);
-          if (e instanceof ArchwayError) throw e;
+      },
+      resume: async (offset) => {
+        const res = await client.request({ registry: this.registry, host, method: 'GET', path, headers: { range: `bytes=${offset}-` }, scopes: this.pullScopes, what, signal });
+        if (res.status !== 206) {
+          const e = res.status === 200 ? new ArchwayError('INTEGRITY', `${what}: the body was cut short after ${offset} of ${desc.size} bytes and the registry cannot resume it`) : await client.failure(res, what);
+          res.body.destroy();
+          throw e;
         }
-        // Cut short (connection closed before the body's end).
-        res.body.destroy();
-        res = undefined;
-        if (++failures > client.retries) throw new ArchwayError('INTEGRITY', `${what}: the body was cut short after ${received} of ${desc.size} bytes (after ${client.retries} retries)`, { details: { reference: what } });
-        await sleep(client.retryBaseMs * 2 ** (failures - 1), signal);
-      }
-    }
-    const out = verifier(digest, desc.size, what);
-    pipeline(Readable.from(bytes()), out, () => undefined);
-    return out;
+        return res;
+      },
+    });
   }
 
   async exists(desc: Descriptor, opts: CallOptions = {}): Promise<boolean> {
@@ -820,7 +804,7 @@ export class RegistryRepository implements ContentTarget {
     let streamError: unknown;
     if (Buffer.isBuffer(content)) source = content;
     else {
-      if (content instanceof VerifyingStream && content.verifies(digestAlgorithm(digest), digestHex(digest), desc.size)) source = content;
+      if (verifiesContent(content, digestAlgorithm(digest), digestHex(digest), desc.size)) source = content;
       else {
         const v = verifier(digest, desc.size, what);
         pipeline(content, v, () => undefined);

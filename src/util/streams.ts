@@ -21,6 +21,16 @@ export class HashingCounter extends Transform {
   }
 }
 
+/** A stream that ends only when its bytes have a given digest and size, and fails otherwise. */
+export interface SelfVerifying {
+  verifies(algorithm: string, hex: string, size: number): boolean;
+}
+
+/** Whether `s` is a stream that already checks exactly these bytes (so they need not be hashed again). */
+export function verifiesContent(s: unknown, algorithm: string, hex: string, size: number): boolean {
+  return typeof s === 'object' && s !== null && typeof (s as Partial<SelfVerifying>).verifies === 'function' && (s as SelfVerifying).verifies(algorithm, hex, size);
+}
+
 export interface VerifyExpectation {
   algorithm: string;
   hex: string;
@@ -34,7 +44,7 @@ export interface VerifyExpectation {
  * `size` bytes fails at once (a lying server cannot make us read forever); a mismatch at the end
  * fails the stream instead of ending it, so a consumer never takes bad bytes for good ones.
  */
-export class VerifyingStream extends Transform {
+export class VerifyingStream extends Transform implements SelfVerifying {
   private readonly hash: Hash;
   private bytes = 0;
   constructor(private readonly expect: VerifyExpectation) {
