@@ -388,11 +388,11 @@ export class Solver {
     return layerSnapshots(this.o.store, state.layers, this.o.signal);
   }
 
-  /** Stores a layer file in the store and returns its ref; the temp file is removed. */
+  /** Moves a layer file this build wrote (and digested) into the store and returns its ref. */
   private async ingestLayer(file: string, info: LayerInfo): Promise<LayerRef> {
     const descriptor: Descriptor = { mediaType: info.mediaType, digest: info.digest, size: info.size };
     try {
-      await this.o.store.push(descriptor, createReadStream(file));
+      await this.o.store.adoptFile(descriptor, file);
     } finally {
       await fs.rm(file, { force: true });
     }

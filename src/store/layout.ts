@@ -1,3 +1,4 @@
+import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, stat, unlink, utimes } from 'node:fs/promises';
 import { join, resolve as resolvePath } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -219,6 +220,44 @@ export class OciLayout implements ContentTarget {
       throw storageError(`${what}: cannot write blob`, e);
     } finally {
       activeTemps.delete(tmp);
+    }
+    opts.progress?.emit({ kind: 'blob', phase: 'done', digest: desc.digest, size: desc.size });
+  }
+
+  /**
+   * Moves a file this process wrote, and whose digest it computed while writing, into the blobs
+   * (a rename instead of a second read, hash and write of a layer). The size is checked; a file on
+   * another filesystem is copied through push(), which verifies the digest.
+   */
+  async adoptFile(desc: Descriptor, file: string, opts: CallOptions = {}): Promise<void> {
+    const what = `${this.name}@${desc.digest}`;
+    throwIfAborted(opts.signal);
+    try {
+      if (await this.exists(desc, opts)) {
+        opts.progress?.emit({ kind: 'blob', phase: 'skip', digest: desc.digest, size: desc.size });
+        return;
+      }
+      const h = await open(file, 'r+');
+      try {
+        const { size } = await h.stat();
+        if (size !== desc.size) throw new ArchwayError('INTEGRITY', `${what}: ${file} has ${size} bytes, expected ${desc.size}`);
+        await h.sync();
+      } finally {
+        await h.close();
+      }
+      const dir = join(this.dir, 'blobs', digestAlgorithm(desc.digest));
+      await mkdir(dir, { recursive: true });
+      try {
+        await rename(file, this.blobPath(desc.digest));
+      } catch (e) {
+        if (!isErrnoException(e, 'EXDEV')) throw e;
+        await this.push(desc, createReadStream(file), opts);
+        return;
+      }
+      await fsyncDir(dir);
+    } catch (e) {
+      if (e instanceof ArchwayError) throw e;
+      throw storageError(`${what}: cannot store ${file}`, e);
     }
     opts.progress?.emit({ kind: 'blob', phase: 'done', digest: desc.digest, size: desc.size });
   }

@@ -313,3 +313,27 @@ test('OciLayout: open without create refuses a non-layout; resolve by digest and
   assert.equal(idx.schemaVersion, 2);
   assert.deepEqual(idx.manifests, []);
 });
+
+test('adoptFile moves a written file into the blobs; a wrong size is refused and the file left in place', async (t) => {
+  const store = await Store.open({ home: await tempHome(t) });
+  const data = Buffer.from('a layer written by this process');
+  const desc = descriptorFor(data, MediaType.OciLayerGzip);
+  const file = join(store.tmpDir, 'layer.tar.gz');
+  await mkdir(store.tmpDir, { recursive: true });
+  await writeFile(file, data);
+  await store.adoptFile({ ...desc, size: desc.size + 1 }, file).then(
+    () => assert.fail('a size mismatch must be refused'),
+    (e: unknown) => assert.ok(isArchwayError(e) && e.code === 'INTEGRITY', String(e)),
+  );
+  assert.equal(await store.exists(desc), false);
+  await stat(file);
+  await store.adoptFile(desc, file);
+  await assert.rejects(stat(file), /ENOENT/);
+  const chunks: Buffer[] = [];
+  for await (const c of await store.fetch(desc)) chunks.push(c as Buffer);
+  assert.deepEqual(Buffer.concat(chunks), data);
+  // Adopting the same content again leaves the existing blob and the caller's file alone.
+  await writeFile(file, data);
+  await store.adoptFile(desc, file);
+  await stat(file);
+});

@@ -142,6 +142,11 @@ export class Store implements ContentTarget {
     return this.layout.push(desc, content, opts);
   }
 
+  /** See OciLayout.adoptFile: a file written and digested by this process, renamed into the store. */
+  adoptFile(desc: Descriptor, file: string, opts?: CallOptions): Promise<void> {
+    return this.layout.adoptFile(desc, file, opts);
+  }
+
   /** A name (`busybox`, `app:v1`, `docker.io/library/busybox:latest`), `name@digest`, or a bare digest. */
   async resolve(reference: string, opts: CallOptions = {}): Promise<Descriptor> {
     if (isDigest(reference)) return this.layout.resolve(reference, opts);
