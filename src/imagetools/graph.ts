@@ -350,17 +350,23 @@ export async function executePlan(src: ContentSource, dst: ContentTarget, plan: 
       stats.blobsSkipped++;
       progress?.emit({ kind: 'blob', phase: 'skip', digest: d.digest, size: d.size });
     }
-    const wanted = blobs.filter((d) => neededBlobs.has(d.digest)).sort((a, b) => b.size - a.size);
+    const wanted = blobs.filter((d) => neededBlobs.has(d.digest));
     const bopts: ExecuteOptions = { ...call, ...(opts.mount === false ? { mount: false } : {}) };
+    // All asked about at once; then the missing ones queue for the bound largest first, so that
+    // a small config answered early does not hold a slot a large layer could use.
+    const missing: Descriptor[] = [];
     await allOrFirstError(
       wanted.map(async (d) => {
         if (await plan.exists(dst, d, call)) {
           stats.blobsSkipped++;
           progress?.emit({ kind: 'blob', phase: 'skip', digest: d.digest, size: d.size });
-          return;
-        }
-        await limiter.run(() => transferBlob(src, dst, d, bopts, stats), controller.signal);
+        } else missing.push(d);
       }),
+      controller,
+    );
+    missing.sort((a, b) => b.size - a.size);
+    await allOrFirstError(
+      missing.map((d) => limiter.run(() => transferBlob(src, dst, d, bopts, stats), controller.signal)),
       controller,
     );
 
