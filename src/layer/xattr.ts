@@ -7,6 +7,7 @@
  * Without python3, xattrs are skipped and counted (the caller reports it) and mknod is left to
  * the caller (see `Helper.mknod`).
  */
+import { existsSync } from 'node:fs';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { ArchwayError } from '../util/index.js';
 
@@ -88,6 +89,14 @@ while True:
 /** null: python3 is known to be missing; a string: the command that worked. */
 let python: string | null | undefined;
 
+/**
+ * The system's python3 first: a python3 earlier on PATH may be a version manager's shim (pyenv's
+ * runs several bash processes, which made each helper start cost ~10x more than python itself).
+ */
+function pythonCommand(): string {
+  return python ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
+}
+
 interface Reply {
   error?: string;
   failed?: Array<[string, string]>;
@@ -109,7 +118,7 @@ export class Helper {
   private gone: { error?: Error } | undefined;
 
   private constructor(signal?: AbortSignal) {
-    this.child = spawn(python ?? 'python3', ['-c', HELPER], { stdio: ['pipe', 'pipe', 'pipe'], ...(signal ? { signal } : {}) });
+    this.child = spawn(pythonCommand(), ['-c', HELPER], { stdio: ['pipe', 'pipe', 'pipe'], ...(signal ? { signal } : {}) });
     this.child.stdout.setEncoding('utf8');
     this.child.stdout.on('data', (d: string) => {
       this.out += d;
@@ -160,7 +169,7 @@ export class Helper {
     return new Promise((resolve, reject) => {
       this.waiters.push({
         resolve: (r) => {
-          if (r !== undefined) python ??= 'python3';
+          if (r !== undefined) python ??= pythonCommand();
           resolve(r);
         },
         reject,
