@@ -1,4 +1,4 @@
-import { ArchwayError, Limiter, throwIfAborted } from '../util/index.js';
+import { ArchwayError, Limiter, SMALL_BLOB, throwIfAborted } from '../util/index.js';
 import {
   encodeJson,
   descriptorFor,
@@ -353,7 +353,8 @@ export async function executePlan(src: ContentSource, dst: ContentTarget, plan: 
     const wanted = blobs.filter((d) => neededBlobs.has(d.digest));
     const bopts: ExecuteOptions = { ...call, ...(opts.mount === false ? { mount: false } : {}) };
     // All asked about at once; then the missing ones queue for the bound largest first, so that
-    // a small config answered early does not hold a slot a large layer could use.
+    // a small config answered early does not hold a slot a large layer could use. Small blobs go
+    // besides the bound: a few round trips each, they need not wait for the large ones.
     const missing: Descriptor[] = [];
     await allOrFirstError(
       wanted.map(async (d) => {
@@ -366,7 +367,7 @@ export async function executePlan(src: ContentSource, dst: ContentTarget, plan: 
     );
     missing.sort((a, b) => b.size - a.size);
     await allOrFirstError(
-      missing.map((d) => limiter.run(() => transferBlob(src, dst, d, bopts, stats), controller.signal)),
+      missing.map((d) => (d.size <= SMALL_BLOB ? transferBlob(src, dst, d, bopts, stats) : limiter.run(() => transferBlob(src, dst, d, bopts, stats), controller.signal))),
       controller,
     );
 

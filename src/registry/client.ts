@@ -4,7 +4,7 @@
  * (monolithic or chunked), cross-repository mounts, mirrors for pulls.
  */
 import { Readable, pipeline } from 'node:stream';
-import { ArchwayError, Limiter, LIMITS, verifiesContent, readAllLimited, redact, sleep, throwIfAborted, MiB } from '../util/index.js';
+import { ArchwayError, Limiter, LIMITS, SMALL_BLOB, verifiesContent, readAllLimited, redact, sleep, throwIfAborted, MiB } from '../util/index.js';
 import {
   MediaType,
   computeDigest,
@@ -38,7 +38,7 @@ export interface RegistryClientOptions {
   /** Default: Docker's config.json ($DOCKER_CONFIG honoured). */
   credentials?: CredentialSource;
   userAgent?: string;
-  /** Connections per host and blob transfers at once (default 4). */
+  /** Blob transfers at once (default 4; small blobs go besides them); connections per host are this plus 2. */
   concurrency?: number;
   connectTimeoutMs?: number;
   idleTimeoutMs?: number;
@@ -680,7 +680,7 @@ export class RegistryRepository implements ContentTarget {
       await this.putManifest(desc, raw, digest, opts);
       return;
     }
-    await this.client.transfers.run(async () => {
+    const transfer = async (): Promise<void> => {
       // A HEAD that just said "missing" (a copy asks before fetching) is not asked again.
       const known = this.present.get(digest);
       if (known === true || (known === undefined && (await this.exists(desc, opts)))) {
@@ -692,7 +692,9 @@ export class RegistryRepository implements ContentTarget {
       await this.uploadBlob(desc, digest, content, opts);
       this.present.set(digest, true);
       progress.emit({ kind: 'blob', phase: 'done', digest, size: desc.size });
-    }, opts.signal);
+    };
+    if (desc.size <= SMALL_BLOB) await transfer();
+    else await this.client.transfers.run(transfer, opts.signal);
   }
 
   private async putManifest(desc: Descriptor, raw: Buffer, reference: string, opts: CallOptions): Promise<void> {

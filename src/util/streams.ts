@@ -113,6 +113,11 @@ export async function readAllLimited(stream: Readable, limit: number, what: stri
 }
 
 export const MiB = 1024 * 1024;
+/**
+ * Blobs up to this size (configs, small layers) are sent outside the bound on transfers at once:
+ * they cost a few round trips, not memory or bandwidth, and should not wait behind large layers.
+ */
+export const SMALL_BLOB = 1 * MiB;
 /** Caps from DESIGN.md's safety rules. */
 export const LIMITS = {
   manifest: 4 * MiB,
