@@ -8,8 +8,9 @@
  * the caller (see `Helper.mknod`).
  */
 import { existsSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { ArchwayError } from '../util/index.js';
+import { ArchwayError, throwIfAborted } from '../util/index.js';
 
 const HELPER = String.raw`
 import sys, os, json, base64, stat
@@ -166,16 +167,41 @@ export class Helper {
   /** Sends one request; undefined when python3 turned out to be missing. */
   private request(req: unknown): Promise<Reply | undefined> {
     if (this.gone !== undefined) return this.gone.error ? Promise.reject(this.gone.error) : Promise.resolve(undefined);
+    if (this.waiters.length === 0) this.hold(true);
+    const settled = (): void => {
+      if (this.waiters.length === 0) this.hold(false);
+    };
     return new Promise((resolve, reject) => {
       this.waiters.push({
         resolve: (r) => {
           if (r !== undefined) python ??= pythonCommand();
+          settled();
           resolve(r);
         },
-        reject,
+        reject: (e) => {
+          settled();
+          reject(e);
+        },
       });
       this.child.stdin.write(`${JSON.stringify(req)}\n`);
     });
+  }
+
+  /**
+   * Whether this process keeps Node's event loop alive: only while a request waits, so that the
+   * shared helper, idle, never holds archway open (it ends when our end of its stdin closes).
+   */
+  private hold(on: boolean): void {
+    // Pipes to a child are sockets, which the stream types do not say.
+    const pipes = [this.child.stdin, this.child.stdout, this.child.stderr] as unknown as Socket[];
+    for (const h of [this.child, ...pipes]) {
+      if (on) h.ref();
+      else h.unref();
+    }
+  }
+
+  get alive(): boolean {
+    return this.gone === undefined;
   }
 
   /** Sets xattrs. Returns the number that could not be set (no python3, or refused). */
@@ -215,6 +241,7 @@ export class Helper {
   async close(): Promise<void> {
     if (this.gone !== undefined) return;
     const done = new Promise<void>((resolve) => this.child.once('close', () => resolve()));
+    this.hold(true);
     this.child.stdin.end();
     await done;
   }
@@ -226,14 +253,17 @@ export interface XattrItem {
   xattrs: Record<string, Buffer>;
 }
 
+/**
+ * One helper for the whole process, started on first use: a build reads the xattrs of a dozen
+ * layers, and starting python3 for each cost more than the work.
+ */
+let shared: Helper | undefined;
+
 async function once<T>(signal: AbortSignal | undefined, fn: (h: Helper) => Promise<T>, missing: T): Promise<T> {
-  const h = Helper.start(signal);
-  if (h === undefined) return missing;
-  try {
-    return await fn(h);
-  } finally {
-    await h.close();
-  }
+  throwIfAborted(signal);
+  if (shared === undefined || !shared.alive) shared = Helper.start();
+  if (shared === undefined) return missing;
+  return fn(shared);
 }
 
 /** Sets xattrs in one helper run. Returns the number that could not be set (no python3, or refused). */
