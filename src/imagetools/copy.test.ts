@@ -133,3 +133,56 @@ test('same-registry copies mount instead of streaming', async () => {
   assert.equal(r.stats.blobsCopied, 0);
   assert.equal(r.stats.blobsMounted, 2);
 });
+
+/** A MemoryTarget that records what it is asked and what is read from it. */
+class Recording extends MemoryTarget {
+  readonly asked: string[] = [];
+  readonly fetched: string[] = [];
+  override async exists(desc: Parameters<MemoryTarget['exists']>[0]): Promise<boolean> {
+    this.asked.push(desc.digest);
+    return super.exists(desc);
+  }
+  override async fetch(desc: Parameters<MemoryTarget['fetch']>[0]): ReturnType<MemoryTarget['fetch']> {
+    this.fetched.push(desc.digest);
+    return super.fetch(desc);
+  }
+}
+
+test('a target that holds the root is asked about the root only; nothing is pushed', async () => {
+  const src = new MemoryTarget('src');
+  const { index } = await pushBuildxIndex(src, ['linux/amd64', 'linux/arm64'], 'v1');
+  const dst = new Recording('dst');
+  await copyImage(src, 'v1', dst, ['v1'], { mount: false });
+  const pushes = dst.pushes.length;
+  dst.asked.length = 0;
+  const again = await copyImage(src, 'v1', dst, ['v2'], { mount: false });
+  assert.deepEqual(dst.asked, [index.digest]);
+  assert.equal(dst.pushes.length, pushes);
+  assert.equal(again.stats.blobsCopied, 0);
+  assert.equal((await dst.resolve('v2')).digest, index.digest);
+});
+
+test('blobs under a manifest the target holds are not asked about', async () => {
+  const src = new MemoryTarget('src');
+  const { images } = await pushBuildxIndex(src, ['linux/amd64', 'linux/arm64'], 'v1', { attestations: false });
+  const dst = new Recording('dst');
+  // The amd64 image alone first.
+  await copyImage(src, images[0]!.digest, dst, [], { mount: false });
+  dst.asked.length = 0;
+  const r = await copyImage(src, 'v1', dst, ['v1'], { mount: false });
+  const amd64 = JSON.parse((src.blobs.get(images[0]!.digest) as Buffer).toString()) as { config: { digest: string }; layers: Array<{ digest: string }> };
+  for (const d of [amd64.config.digest, ...amd64.layers.map((l) => l.digest)]) assert.ok(!dst.asked.includes(d), `asked about ${d}`);
+  assert.equal(r.stats.blobsCopied, 2, 'the arm64 config and layer');
+  await validateImageTree(dst, await dst.resolve('v1'));
+});
+
+test('a single image: the config read to learn its platform is not fetched again', async () => {
+  const src = new Recording('src');
+  const m = await pushImage(src, 'linux/arm64', { tag: 'one' });
+  const config = (JSON.parse((src.blobs.get(m.digest) as Buffer).toString()) as { config: { digest: string } }).config.digest;
+  const dst = new MemoryTarget('dst');
+  const r = await copyImage(src, 'one', dst, ['one'], { mount: false });
+  assert.deepEqual(r.platforms, ['linux/arm64']);
+  assert.equal(src.fetched.filter((d) => d === config).length, 1);
+  assert.ok(dst.blobs.has(config));
+});

@@ -89,6 +89,8 @@ export async function copyImage(src: ContentSource, srcRef: string, dst: Content
       });
     }
     const r = await planNode(src, rootActual, plan, ctx);
+    // The config was read to learn the platform: it is sent from memory, not fetched again.
+    plan.bytes.set(img.manifest.value.config.digest, img.rawConfig);
     if (r.dropped) throw new ArchwayError('FORMAT', `${what} is an artifact, which has no ${opts.format} form`);
     result = r.descriptor;
     rewritten = r.rewritten;

@@ -28,6 +28,8 @@ export class CopyPlan {
   readonly blobs = new Map<string, Descriptor>();
   readonly manifests: PlannedManifest[] = [];
   private readonly byDigest = new Map<string, PlannedManifest>();
+  /** Bytes of small blobs already read while planning (an image's config), sent from memory. */
+  readonly bytes = new Map<string, Buffer>();
   /** Existence checks per target (a plan may be written to several) and digest. */
   private readonly checks = new WeakMap<ContentTarget, Map<string, Promise<boolean>>>();
 
@@ -237,7 +239,7 @@ export interface ExecuteStats {
 }
 
 /** Makes a blob present that the target lacks: mounted when the target can, else streamed (never buffered). */
-async function transferBlob(src: ContentSource, dst: ContentTarget, d: Descriptor, opts: ExecuteOptions, stats?: ExecuteStats): Promise<void> {
+async function transferBlob(src: ContentSource, dst: ContentTarget, d: Descriptor, opts: ExecuteOptions, stats?: ExecuteStats, known?: Buffer): Promise<void> {
   throwIfAborted(opts.signal);
   const call = { ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.progress ? { progress: opts.progress } : {}) };
   if (opts.mount !== false && dst.mount && src !== dst) {
@@ -247,12 +249,17 @@ async function transferBlob(src: ContentSource, dst: ContentTarget, d: Descripto
     }
   }
   throwIfAborted(opts.signal);
-  const stream = await src.fetch(d, call);
-  try {
-    await dst.push(d, stream, call);
-  } catch (e) {
-    stream.destroy();
-    throw e;
+  if (known) {
+    // Read before (and checked by the target again): no second fetch.
+    await dst.push(d, known, call);
+  } else {
+    const stream = await src.fetch(d, call);
+    try {
+      await dst.push(d, stream, call);
+    } catch (e) {
+      stream.destroy();
+      throw e;
+    }
   }
   if (stats) {
     stats.blobsCopied++;
@@ -367,7 +374,7 @@ export async function executePlan(src: ContentSource, dst: ContentTarget, plan: 
     );
     missing.sort((a, b) => b.size - a.size);
     await allOrFirstError(
-      missing.map((d) => (d.size <= SMALL_BLOB ? transferBlob(src, dst, d, bopts, stats) : limiter.run(() => transferBlob(src, dst, d, bopts, stats), controller.signal))),
+      missing.map((d) => (d.size <= SMALL_BLOB ? transferBlob(src, dst, d, bopts, stats, plan.bytes.get(d.digest)) : limiter.run(() => transferBlob(src, dst, d, bopts, stats, plan.bytes.get(d.digest)), controller.signal))),
       controller,
     );
 
