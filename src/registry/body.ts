@@ -45,6 +45,10 @@ export class BlobBody extends Readable {
     private readonly o: BlobBodyOptions,
   ) {
     super({ highWaterMark: HIGH_WATER_MARK });
+    // A failure can come before the consumer listens (a small blob read whole while its upload
+    // is being started): it stays in `errored`, where pipeline(), async iteration and the
+    // transport find it, instead of being thrown as an uncaught 'error'.
+    this.on('error', () => undefined);
     this.hash = createHash(o.algorithm);
     o.signal?.addEventListener('abort', this.onAbort, { once: true });
     this.attach(first);

@@ -812,6 +812,8 @@ export class RegistryRepository implements ContentTarget {
         pipeline(content, v, () => undefined);
         source = v;
       }
+      // (It may have failed already, before anyone listened: `errored` keeps that.)
+      streamError = source.errored ?? undefined;
       source.on('error', (e) => (streamError ??= e));
     }
     let reader: ByteReader | undefined;

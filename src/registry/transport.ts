@@ -190,7 +190,10 @@ export class Transport {
       const body = opts.body;
       if (body === undefined) req.end();
       else if (Buffer.isBuffer(body)) req.end(body);
-      else {
+      else if (body.destroyed) {
+        // Failed or closed before it could be sent (pipe would wait for it forever).
+        req.destroy(body.errored ?? new Error('the request body was closed before it was sent'));
+      } else {
         body.on('error', (e) => req.destroy(e));
         body.pipe(req);
       }

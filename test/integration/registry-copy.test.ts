@@ -146,6 +146,27 @@ describe('copy between two real registries', () => {
   });
 });
 
+describe('a lying source, small blob', () => {
+  it('wrong bytes of a small blob, found before its upload starts, fail the copy at once', async () => {
+    const [src, dst] = await Promise.all([startRegistry({ kind: 'anonymous' }), startRegistry({ kind: 'anonymous' })]);
+    const proxy = await startFaultProxy(src);
+    const one = multiArch(['linux/amd64'], [40 * 1024]);
+    const c = new RegistryClient({ credentials: new StaticCredentials({}), retries: 1, retryBaseMs: 10, idleTimeoutMs: 20_000 });
+    await publish(c, `${src.host}/small/app`, one, 'v1');
+    const layer = one.images[0]!.layers[0]!;
+    proxy.inject({ kind: 'flip', method: 'GET', path: `/blobs/${layer.desc.digest}` });
+    const t0 = Date.now();
+    await assert.rejects(
+      copyImage(c.repository(parseReference(`${proxy.host}/small/app`)), 'v1', c.repository(parseReference(`${dst.host}/small/app`)), ['v1']),
+      (e: unknown) => e instanceof ArchwayError && e.code === 'INTEGRITY' && e.message.includes(layer.desc.digest),
+    );
+    assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
+    assert.equal(existsSync(blobDataPath(dst, layer.desc.digest)), false);
+    await assert.rejects(c.getManifest(parseReference(`${dst.host}/small/app:v1`)), (e: unknown) => e instanceof ArchwayError && e.code === 'NOT_FOUND');
+    c.close();
+  });
+});
+
 describe('chunked uploads (when asked for) stream their pieces', () => {
   let reg: TestRegistry;
   let proxy: FaultProxy;
