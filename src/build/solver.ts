@@ -74,6 +74,7 @@ export class Solver {
   private readonly stageResults = new Map<string, Promise<StageState>>();
   /** COPY/ADD layers of this build by their base-independent key. */
   private readonly copyLayers = new Map<string, Promise<LayerRef>>();
+  private readonly contextDigests = new Map<string, Promise<string>>();
   private readonly runLimiter = new Limiter(Math.max(1, cpus().length));
   /** ADD URL downloads of this build, by algorithm and URL: every platform shares one download. */
   private readonly downloads = new Map<string, Promise<Downloaded>>();
@@ -284,6 +285,21 @@ export class Solver {
   }
 
   /** What a step reads besides its parent state: the contents of COPY/ADD sources. */
+  /** The digest of context sources, once per build for every platform that copies them. */
+  private contextDigest(sources: string[]): Promise<string> {
+    const key = JSON.stringify(sources);
+    let digest = this.contextDigests.get(key);
+    if (!digest) {
+      digest = (async () => {
+        const matches = [];
+        for (const s of sources) matches.push(...(await expandSource(this.o.contextTree, s)));
+        return digestSources(this.o.contextTree, matches);
+      })();
+      this.contextDigests.set(key, digest);
+    }
+    return digest;
+  }
+
   private async stepInputs(stage: StageNode, step: Step): Promise<string> {
     if (step.kind === 'copy' || step.kind === 'add') {
       const from: CopySource = step.from;
@@ -292,9 +308,7 @@ export class Solver {
         if (step.sources.length === 0 && urls.length === 0) return 'inline';
         const parts: string[] = [];
         if (step.sources.length > 0) {
-          const matches = [];
-          for (const s of step.sources) matches.push(...(await expandSource(this.o.contextTree, s).catch((e: unknown) => rethrowAt(e, this.where(stage, step), step))));
-          parts.push(await digestSources(this.o.contextTree, matches));
+          parts.push(await this.contextDigest(step.sources).catch((e: unknown) => rethrowAt(e, this.where(stage, step), step)));
         }
         if (step.kind === 'add') for (const u of step.urls) parts.push(await this.urlInput(stage, step, u));
         return urls.length === 0 ? (parts[0] as string) : sha(`urls\0${parts.join('\0')}`);
