@@ -19,7 +19,7 @@ import { Store } from '../store/index.js';
 import { copyImage, openSource, openTarget, type OpenContext } from '../imagetools/index.js';
 import { formatPlan, type BuildPlan, type StageNode } from '../graph/index.js';
 import { dockerignoreMatcher, planBuild } from '../dockerfile/index.js';
-import { canRun } from '../sandbox/index.js';
+import { canRun, readBinfmt, type BinfmtState } from '../sandbox/index.js';
 import type { SourceTree } from './context.js';
 import { cleanStaleMounts } from './rootfs.js';
 import { loadSecrets } from './secrets.js';
@@ -177,9 +177,10 @@ async function preflight(plan: BuildPlan, openBase: BaseOpener, signal?: AbortSi
     });
   }
   const cannot = new Map<string, string>();
+  let binfmt: BinfmtState | undefined;
   for (const stage of plan.stages) {
     if (!stage.steps.some((s) => s.kind === 'run')) continue;
-    const res = await canRun(stage.platform);
+    const res = await canRun(stage.platform, { state: (binfmt ??= await readBinfmt()) });
     if (!res.ok) cannot.set(formatPlatform(stage.platform), res.reason ?? 'no emulator');
   }
   if (cannot.size > 0) {

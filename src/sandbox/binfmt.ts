@@ -353,7 +353,8 @@ export interface CanRunResult {
 }
 
 /** Whether a sandbox can run `platform` here; the builder's preflight. */
-export async function canRun(platform: Platform, opts: Opts = {}): Promise<CanRunResult> {
+/** `state`: binfmt_misc as read already, for callers asking about several platforms at once. */
+export async function canRun(platform: Platform, opts: Opts & { state?: BinfmtState } = {}): Promise<CanRunResult> {
   const host = hostPlatform();
   if (platformMatches(nativelyRunnable(host), platform)) return { ok: true, via: 'native' };
   const want = formatPlatform(platform);
@@ -366,7 +367,7 @@ export async function canRun(platform: Platform, opts: Opts = {}): Promise<CanRu
     };
   }
   const hint = `run \`archway binfmt --install ${spec.name}\` (as root; needs Debian's qemu-user-static)`;
-  const state = await readBinfmt(opts);
+  const state = opts.state ?? (await readBinfmt(opts));
   if (!state.mounted) {
     return { ok: false, via: 'emulator', emulator: `qemu-${spec.name}`, reason: `binfmt_misc is not mounted at ${BINFMT_DIR}, so ${want} cannot be emulated`, hint };
   }
