@@ -64,7 +64,7 @@ function mountTarget(target: string, cwd: string): string {
 
 /** The directory of the cache mounts of a store. */
 export function cacheMountsDir(store: Store): string {
-  return path.join(store.home, 'cache-mounts');
+  return store.cacheMountsDir;
 }
 
 /**
@@ -177,6 +177,9 @@ async function cacheMount<T>(env: MountEnv, m: Mount, target: string, next: (b: 
   const base = path.join(cacheMountsDir(env.store), createHash('sha256').update(id).digest('hex').slice(0, 32));
   await fs.mkdir(base, { recursive: true });
   await fs.writeFile(path.join(base, 'id'), `${id}\n`);
+  // The directory's mtime is its last use: `archway prune` keeps recently used caches.
+  const now = new Date();
+  await fs.utimes(base, now, now);
   // In use from the moment it is chosen (synchronously), so two private users never pick the same.
   const use = async (dir: string): Promise<T> => {
     cacheInUse.set(dir, (cacheInUse.get(dir) ?? 0) + 1);

@@ -60,6 +60,11 @@ export interface PruneOptions extends SignalOptions {
    * pushed blobs but has not tagged yet is not robbed. Default 10 minutes; 0 prunes everything.
    */
   gracePeriodMs?: number;
+  /**
+   * Also drop the build cache: step records and RUN --mount=type=cache directories (those not
+   * changed within the grace period), so content only the cache kept is freed in the same pass.
+   */
+  buildCache?: boolean;
 }
 
 export interface CountBytes {
@@ -69,6 +74,8 @@ export interface CountBytes {
 
 export interface PruneResult {
   blobs: CountBytes;
+  /** Build cache records and cache mounts (only with `buildCache`). */
+  buildCache: CountBytes;
   snapshots: CountBytes;
   temp: CountBytes;
   totalBytes: number;
@@ -125,6 +132,10 @@ export class Store implements ContentTarget {
   }
   get cacheDir(): string {
     return join(this.home, 'cache');
+  }
+  /** Where RUN --mount=type=cache directories live, one per cache id. */
+  get cacheMountsDir(): string {
+    return join(this.home, 'cache-mounts');
   }
   get tmpDir(): string {
     return join(this.home, 'tmp');
@@ -317,11 +328,12 @@ export class Store implements ContentTarget {
   }
 
   /** Every digest string named by any cache record. */
-  private async cacheRoots(opts: SignalOptions): Promise<Set<Digest>> {
+  /** Digests the cache records keep alive; `only`: just these record files (a dry run's survivors). */
+  private async cacheRoots(opts: SignalOptions, only?: Set<string>): Promise<Set<Digest>> {
     const out = new Set<Digest>();
     let names: string[];
     try {
-      names = await readdir(this.cacheDir);
+      names = (await readdir(this.cacheDir)).filter((n) => only === undefined || only.has(n));
     } catch {
       return out;
     }
@@ -355,8 +367,10 @@ export class Store implements ContentTarget {
     const grace = opts.gracePeriodMs ?? 10 * 60 * 1000;
     const dryRun = opts.dryRun ?? false;
     return this.layout.withIndexLock(async () => {
+      const now = Date.now();
+      const buildCache = opts.buildCache ? await this.dropBuildCache(now - grace, dryRun) : { count: 0, bytes: 0, kept: new Set<string>() };
       const tagged = (await this.layout.readIndex(opts)).manifests;
-      const cacheDigests = await this.cacheRoots(opts);
+      const cacheDigests = await this.cacheRoots(opts, dryRun ? buildCache.kept : undefined);
       const blobs = await this.layout.listBlobs(opts);
       const present = new Map(blobs.map((b) => [b.digest, b.size] as const));
       const roots: Descriptor[] = [...tagged];
@@ -365,8 +379,7 @@ export class Store implements ContentTarget {
         if (size !== undefined) roots.push({ mediaType: 'application/octet-stream', digest: d, size });
       }
       const reach = await this.layout.reachable(roots, opts);
-      const result: PruneResult = { blobs: { count: 0, bytes: 0 }, snapshots: { count: 0, bytes: 0 }, temp: { count: 0, bytes: 0 }, totalBytes: 0, dryRun };
-      const now = Date.now();
+      const result: PruneResult = { blobs: { count: 0, bytes: 0 }, buildCache: { count: buildCache.count, bytes: buildCache.bytes }, snapshots: { count: 0, bytes: 0 }, temp: { count: 0, bytes: 0 }, totalBytes: 0, dryRun };
       for (const b of blobs) {
         throwIfAborted(opts.signal);
         if (reach.blobs.has(b.digest) || now - b.mtimeMs < grace) continue;
@@ -396,9 +409,43 @@ export class Store implements ContentTarget {
         result.temp.count += t.removed;
         result.temp.bytes += t.bytes;
       }
-      result.totalBytes = result.blobs.bytes + result.snapshots.bytes + result.temp.bytes;
+      result.totalBytes = result.blobs.bytes + result.buildCache.bytes + result.snapshots.bytes + result.temp.bytes;
       return result;
     }, opts);
+  }
+
+  /**
+   * Removes (or, dry, counts) cache records and cache mounts last changed before `before`. Returns
+   * the record files that stay, for a dry run to compute what the rest of the prune would free.
+   */
+  private async dropBuildCache(before: number, dryRun: boolean): Promise<CountBytes & { kept: Set<string> }> {
+    const r = { count: 0, bytes: 0, kept: new Set<string>() };
+    for (const dir of [this.cacheDir, this.cacheMountsDir]) {
+      let names: string[];
+      try {
+        names = await readdir(dir);
+      } catch {
+        continue;
+      }
+      for (const n of names) {
+        const p = join(dir, n);
+        let mtime: number;
+        try {
+          mtime = (await stat(p)).mtimeMs;
+        } catch {
+          continue;
+        }
+        if (mtime >= before) {
+          if (dir === this.cacheDir) r.kept.add(n);
+          continue;
+        }
+        const size = await treeSize(p);
+        if (!dryRun) await rm(p, { recursive: true, force: true });
+        r.count++;
+        r.bytes += size.bytes;
+      }
+    }
+    return r;
   }
 
   async diskUsage(opts: SignalOptions = {}): Promise<DiskUsage> {
