@@ -337,3 +337,28 @@ test('adoptFile moves a written file into the blobs; a wrong size is refused and
   await store.adoptFile(desc, file);
   await stat(file);
 });
+
+test('prune with buildCache drops old cache records and cache mounts first, then what only they kept', async (t) => {
+  const store = await Store.open({ home: await tempHome(t) });
+  const cached = image('linux/arm64', 'only the cache keeps this');
+  await pushAll(store, cached.blobs);
+  await store.putCacheRecord('step-key', { layer: cached.blobs[0]!.descriptor.digest });
+  await mkdir(join(store.cacheMountsDir, 'abc', 'data'), { recursive: true });
+  await writeFile(join(store.cacheMountsDir, 'abc', 'data', 'f'), 'cached download');
+
+  // Within the grace period the cache is kept, as fresh blobs are.
+  const gentle = await store.prune({ buildCache: true });
+  assert.equal(gentle.buildCache.count, 0);
+
+  const dry = await store.prune({ buildCache: true, gracePeriodMs: 0, dryRun: true });
+  assert.equal(dry.buildCache.count, 2);
+  assert.equal(dry.blobs.count, cached.blobs.length, 'a dry run counts the blobs the records alone kept');
+  assert.notEqual(await store.getCacheRecord('step-key'), undefined, 'a dry run removes nothing');
+
+  const r = await store.prune({ buildCache: true, gracePeriodMs: 0 });
+  assert.deepEqual(r.blobs, dry.blobs);
+  assert.equal(r.buildCache.count, 2);
+  assert.equal(await store.getCacheRecord('step-key'), undefined);
+  await assert.rejects(stat(join(store.cacheMountsDir, 'abc')), /ENOENT/);
+  assert.equal(await store.exists(cached.blobs[0]!.descriptor), false);
+});

@@ -370,7 +370,7 @@ export class Store implements ContentTarget {
       const now = Date.now();
       const buildCache = opts.buildCache ? await this.dropBuildCache(now - grace, dryRun) : { count: 0, bytes: 0, kept: new Set<string>() };
       const tagged = (await this.layout.readIndex(opts)).manifests;
-      const cacheDigests = await this.cacheRoots(opts, dryRun ? buildCache.kept : undefined);
+      const cacheDigests = await this.cacheRoots(opts, dryRun && opts.buildCache ? buildCache.kept : undefined);
       const blobs = await this.layout.listBlobs(opts);
       const present = new Map(blobs.map((b) => [b.digest, b.size] as const));
       const roots: Descriptor[] = [...tagged];
