@@ -55,6 +55,28 @@ describe('runInSandbox (amd64 busybox)', { skip: (!isRoot && 'needs root') || (!
     assert.equal(r.exitCode, 0);
   });
 
+  it('gives the command its environment without putting it in any command line', async () => {
+    const secret = `s3cret-${process.pid}-${Date.now()}`;
+    const p = run({ layers: [rootfs], env: [`TOKEN=${secret}`, 'SPACED=a b  c', 'NL=one\ntwo'], argv: ['sh', '-c', 'sleep 0.5; printf "%s|%s|%s" "$TOKEN" "$SPACED" "$NL"'] });
+    // Any user can read every process's arguments (ps); scan them while the command runs.
+    const seen: string[] = [];
+    const until = Date.now() + 400;
+    while (Date.now() < until) {
+      for (const d of readdirSync('/proc')) {
+        if (!/^\d+$/.test(d)) continue;
+        try {
+          if (readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(secret)) seen.push(d);
+        } catch {
+          // gone
+        }
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const r = await p;
+    assert.equal(r.out, `${secret}|a b  c|one\ntwo`);
+    assert.deepEqual(seen, [], 'the value appeared in a command line');
+  });
+
   it('passes the exit code and the signal through', async () => {
     const r = await run({ layers: [rootfs], argv: ['sh', '-c', 'exit 7'] });
     assert.equal(r.exitCode, 7);

@@ -105,6 +105,9 @@ const DEFAULT_CAPS = [
   'net_bind_service', 'net_raw', 'sys_chroot', 'mknod', 'audit_write', 'setfcap',
 ];
 
+/** Where the exec vector takes the command's environment (see the script's end). */
+const ENV_MARK = '@archway-env@';
+
 /**
  * The script run by the host's /bin/sh inside the new namespaces. Arguments:
  *   ROOT MODE LOWER UPPER OWORK LCWD STATE HOSTNAME NET  NBINDS {SRC KIND RO N P1..PN}*
@@ -184,6 +187,19 @@ if [ "$NET" = none ]; then ip link set lo up 2>/dev/null || true; fi
 { echo "$HN" > /proc/sys/kernel/hostname; } 2>/dev/null || hostname "$HN" 2>/dev/null || true
 if [ "$1" != -- ]; then fail SANDBOX "internal: bad arguments"; fi
 shift
+# The command's environment arrives in ARCHWAY_ENV_1..N, not as arguments (which anyone can read
+# in ps for as long as this runs): put the values where the vector says, then forget them.
+n=$#
+while [ "$n" -gt 0 ]; do
+  a=$1; shift; n=$((n-1))
+  if [ "$a" = "${ENV_MARK}" ]; then
+    i=1
+    while [ "$i" -le "${'$'}{ARCHWAY_ENV_N:-0}" ]; do eval "set -- \"\$@\" \"\$ARCHWAY_ENV_$i\""; unset "ARCHWAY_ENV_$i"; i=$((i+1)); done
+  else
+    set -- "$@" "$a"
+  fi
+done
+unset ARCHWAY_ENV_N
 for fd in /proc/self/fd/*; do
   fd=${'$'}{fd##*/}
   case $fd in 0|1|2|'*') ;; *)
@@ -443,7 +459,7 @@ async function runPrepared(
       'env',
       '-i',
       '--',
-      ...env,
+      ENV_MARK,
       'unshare',
       `--root=${root}`,
       `--wd=${wd}`,
@@ -466,7 +482,9 @@ async function runPrepared(
     const shellOpts = shell.endsWith('bash') ? ['--norc', '--noprofile'] : [];
     unshareArgs.push('--', shell, ...shellOpts, '-c', SANDBOX_SCRIPT, 'archway-sandbox', ...scriptArgs);
 
-    const result = await spawnSandbox(unshareArgs, opts);
+    const envVars: Record<string, string> = { ARCHWAY_ENV_N: String(env.length) };
+    env.forEach((e, i) => (envVars[`ARCHWAY_ENV_${i + 1}`] = e));
+    const result = await spawnSandbox(unshareArgs, opts, envVars);
 
     // Remove mount stubs from what persists (the kept upper or the caller's writable rootfs).
     const persisted = kind === 'overlay' ? opts.upperDir : kind === 'dir' ? root : undefined;
@@ -520,13 +538,13 @@ async function waitGone(pid: number, ms: number): Promise<void> {
 
 type RawResult = Omit<SandboxResult, 'rootfs'>;
 
-function spawnSandbox(args: string[], opts: SandboxOptions): Promise<RawResult> {
+function spawnSandbox(args: string[], opts: SandboxOptions, env: Record<string, string>): Promise<RawResult> {
   installExitHook();
   return new Promise<RawResult>((resolve, reject) => {
     const pipe = opts.stdio === 'pipe';
     const child = spawn('unshare', args, {
       stdio: [pipe ? 'ignore' : 'inherit', pipe ? 'pipe' : 'inherit', pipe ? 'pipe' : 'inherit', 'pipe'],
-      env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' },
+      env: { ...env, PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' },
     });
     live.add(child);
     let status = '';
