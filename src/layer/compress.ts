@@ -159,18 +159,88 @@ export async function sniffCompression(input: Readable, mediaType?: string): Pro
 // Parallel gzip (pigz's scheme): independent raw-deflate chunks, each primed with the previous
 // 32 KiB as a dictionary and ended with a full flush so they concatenate into one valid stream.
 
+/**
+ * Deflates one chunk as a piece of a raw-deflate stream that the pieces are concatenated into:
+ * primed with `dict` (up to 32 KiB of input before it) and ended with a full flush, or with the
+ * final block when `last`. Segments of the chunk that look incompressible (order-0 entropy of at
+ * least 7.99 bits per byte: compressed or encrypted content) are written as stored blocks
+ * instead: deflate would spend its full effort on them for at most a fraction of a percent.
+ * The output depends only on the bytes, so it is the same on every machine and worker count.
+ * It also runs inside the workers, as source text, so it uses nothing but its arguments.
+ */
+function deflatePart(z: typeof zlib, data: Buffer, dict: Buffer, last: boolean, level: number): Buffer {
+  const SEG = 65535; // the largest stored block
+  const WINDOW = 32768;
+  const n = data.length;
+  if (n === 0) return z.deflateRawSync(data, { level, finishFlush: last ? z.constants.Z_FINISH : z.constants.Z_FULL_FLUSH });
+  const stored: boolean[] = [];
+  const hist = new Uint32Array(256);
+  for (let s = 0; s < n; s += SEG) {
+    const e = Math.min(n, s + SEG);
+    hist.fill(0);
+    for (let i = s; i < e; i++) {
+      const v = data[i] as number;
+      hist[v] = (hist[v] as number) + 1;
+    }
+    let bits = 0;
+    for (let k = 0; k < 256; k++) {
+      const c = hist[k] as number;
+      if (c > 0) bits -= c * Math.log2(c / (e - s));
+    }
+    stored.push(e - s >= 4096 && bits / (e - s) >= 7.99);
+  }
+  const parts: Buffer[] = [];
+  for (let i = 0; i < stored.length; ) {
+    let j = i + 1;
+    while (j < stored.length && stored[j] === stored[i]) j++;
+    const s = i * SEG;
+    const e = Math.min(n, j * SEG);
+    const final = last && e === n;
+    if (stored[i] === true) {
+      for (let b = s; b < e; b += SEG) {
+        const be = Math.min(e, b + SEG);
+        const head = Buffer.alloc(5);
+        head[0] = final && be === e ? 1 : 0; // BFINAL, BTYPE 00; byte-aligned after a full flush
+        head.writeUInt16LE(be - b, 1);
+        head.writeUInt16LE(~(be - b) & 0xffff, 3);
+        parts.push(head, data.subarray(b, be));
+      }
+    } else {
+      const dictionary = s >= WINDOW ? data.subarray(s - WINDOW, s) : Buffer.concat([dict.subarray(Math.max(0, dict.length - (WINDOW - s))), data.subarray(0, s)]);
+      const o: zlib.ZlibOptions = {
+        level,
+        finishFlush: final ? z.constants.Z_FINISH : z.constants.Z_FULL_FLUSH,
+        chunkSize: Math.max(64 * 1024, e - s + ((e - s) >> 8) + 1024),
+      };
+      if (dictionary.length > 0) o.dictionary = dictionary;
+      parts.push(z.deflateRawSync(data.subarray(s, e), o));
+    }
+    i = j;
+  }
+  return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
+}
+
+/**
+ * The worker deflates `len` bytes of `buf` with the `dictLen` bytes after them as dictionary,
+ * sends `buf` back to be reused for a later chunk, and transfers its output (a whole buffer of
+ * its own when it can, so nothing is copied on the way back).
+ */
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const zlib = require('node:zlib');
+const deflatePart = ${deflatePart.toString()};
 parentPort.on('message', (m) => {
+  const back = [m.buf.buffer];
   try {
-    const opts = { level: m.level, finishFlush: m.last ? zlib.constants.Z_FINISH : zlib.constants.Z_FULL_FLUSH };
-    if (m.dict && m.dict.length > 0) opts.dictionary = Buffer.from(m.dict);
-    const out = zlib.deflateRawSync(Buffer.from(m.data), opts);
-    const u8 = new Uint8Array(out.buffer, out.byteOffset, out.length).slice();
-    parentPort.postMessage({ id: m.id, out: u8 }, [u8.buffer]);
+    const data = Buffer.from(m.buf.buffer, 0, m.len);
+    const dict = Buffer.from(m.buf.buffer, m.len, m.dictLen);
+    const out = deflatePart(zlib, data, dict, m.last, m.level);
+    const own = out.byteOffset === 0 && out.buffer.byteLength >= 64 * 1024 && out.buffer !== m.buf.buffer;
+    const ab = own ? out.buffer : new Uint8Array(out).buffer;
+    back.push(ab);
+    parentPort.postMessage({ id: m.id, buf: m.buf, out: ab, outLen: out.length }, back);
   } catch (e) {
-    parentPort.postMessage({ id: m.id, error: String(e && e.message || e) });
+    parentPort.postMessage({ id: m.id, buf: m.buf, error: String((e && e.message) || e) }, back);
   }
 });
 `;
@@ -183,11 +253,21 @@ interface Job {
   reject: (e: Error) => void;
 }
 
+interface Reply {
+  id: number;
+  buf: Uint8Array;
+  out?: ArrayBuffer;
+  outLen?: number;
+  error?: string;
+}
+
 class DeflatePool {
   private readonly workers: Worker[] = [];
   private readonly idle: Worker[] = [];
   private readonly queue: Array<Job & { id: number }> = [];
   private readonly pending = new Map<number, Job>();
+  /** Transfer buffers the workers gave back, for the next chunks (as many as were in flight). */
+  private readonly free: ArrayBuffer[] = [];
   private nextId = 0;
   constructor(
     private readonly size: number,
@@ -203,12 +283,13 @@ class DeflatePool {
 
   private spawnWorker(): Worker {
     const w = new Worker(WORKER_SOURCE, { eval: true });
-    w.on('message', (m: { id: number; out?: Uint8Array; error?: string }) => {
+    w.on('message', (m: Reply) => {
+      this.free.push(m.buf.buffer as ArrayBuffer);
       const job = this.pending.get(m.id);
       this.pending.delete(m.id);
       this.idle.push(w);
       if (job !== undefined) {
-        if (m.out !== undefined) job.resolve(Buffer.from(m.out.buffer, m.out.byteOffset, m.out.length));
+        if (m.out !== undefined) job.resolve(Buffer.from(m.out, 0, m.outLen ?? 0));
         else job.reject(new ArchwayError('FAILED', `gzip worker: ${m.error ?? 'unknown error'}`));
       }
       this.pump();
@@ -231,17 +312,26 @@ class DeflatePool {
       const job = this.queue.shift();
       if (job === undefined) return;
       this.pending.set(job.id, job);
-      // Copies, so that the transfer does not detach a pooled Buffer's shared memory.
-      const data = new Uint8Array(job.data);
-      const dict = new Uint8Array(job.dict);
-      w.postMessage({ id: job.id, data, dict, last: job.last, level: this.level }, [data.buffer, dict.buffer]);
+      // A copy into a buffer of our own, so that the transfer never detaches the caller's memory.
+      const need = job.data.length + job.dict.length;
+      let ab = this.free.pop();
+      if (ab === undefined || ab.byteLength < need) ab = new ArrayBuffer(need);
+      const buf = new Uint8Array(ab);
+      buf.set(job.data, 0);
+      buf.set(job.dict, job.data.length);
+      w.postMessage({ id: job.id, buf, len: job.data.length, dictLen: job.dict.length, last: job.last, level: this.level }, [ab]);
+      job.data = EMPTY;
+      job.dict = EMPTY;
     }
   }
 
   async close(): Promise<void> {
+    this.free.length = 0;
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }
+
+const EMPTY = Buffer.alloc(0);
 
 export interface GzipOptions {
   level?: number;
@@ -257,7 +347,9 @@ const DICT = 32 * 1024;
 /**
  * A gzip stream compressed in parallel chunks. Deterministic: no name or mtime in the header,
  * and the output depends only on input bytes, level and chunk size (not on the worker count).
- * At most 2×workers chunks are in flight, which bounds memory.
+ * Memory is bounded: at most 2×workers chunks are compressing or waiting for their turn to be
+ * pushed, input is not taken while they are, and the readable side's backpressure holds input
+ * back while the consumer is slower.
  */
 export class ParallelGzip extends Transform {
   private readonly level: number;
@@ -265,7 +357,7 @@ export class ParallelGzip extends Transform {
   private readonly pool: DeflatePool | undefined;
   private buf: Buffer[] = [];
   private bufLen = 0;
-  private prevTail = Buffer.alloc(0);
+  private prevTail = EMPTY;
   private crc = 0;
   private total = 0;
   private headerSent = false;
@@ -284,11 +376,7 @@ export class ParallelGzip extends Transform {
   private submit(data: Buffer, last: boolean): Promise<Buffer> {
     const dict = this.prevTail;
     this.prevTail = Buffer.from(data.subarray(Math.max(0, data.length - DICT)));
-    if (this.pool === undefined) {
-      const o: zlib.ZlibOptions = { level: this.level, finishFlush: last ? zlib.constants.Z_FINISH : zlib.constants.Z_FULL_FLUSH };
-      if (dict.length > 0) o.dictionary = dict;
-      return Promise.resolve(zlib.deflateRawSync(data, o));
-    }
+    if (this.pool === undefined) return Promise.resolve(deflatePart(zlib, data, dict, last, this.level));
     return this.pool.run(data, dict, last);
   }
 
@@ -297,18 +385,30 @@ export class ParallelGzip extends Transform {
     if (p !== undefined) this.push(await p);
   }
 
+  /** The first n buffered bytes, without a copy when they lie in one buffer. */
+  private takeBytes(n: number): Buffer {
+    const first = this.buf[0] as Buffer;
+    let out: Buffer;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.buf.shift();
+      else this.buf[0] = first.subarray(n);
+    } else {
+      const all = Buffer.concat(this.buf, this.bufLen);
+      out = all.subarray(0, n);
+      this.buf = all.length > n ? [all.subarray(n)] : [];
+    }
+    this.bufLen -= n;
+    return out;
+  }
+
   private async takeChunks(final: boolean): Promise<void> {
     if (!this.headerSent) {
       this.push(GZIP_HEADER);
       this.headerSent = true;
     }
-    while (this.bufLen >= this.chunkSize || (final && this.bufLen >= 0 && this.buf.length > 0)) {
-      const all = Buffer.concat(this.buf, this.bufLen);
-      const take = Math.min(this.chunkSize, all.length);
-      const chunk = all.subarray(0, take);
-      const rest = all.subarray(take);
-      this.buf = rest.length > 0 ? [rest] : [];
-      this.bufLen = rest.length;
+    while (this.bufLen >= this.chunkSize || (final && this.bufLen > 0)) {
+      const chunk = this.takeBytes(Math.min(this.chunkSize, this.bufLen));
       const last = final && this.bufLen === 0;
       this.inflight.push(this.submit(chunk, last));
       while (this.inflight.length >= this.maxInflight) await this.pushOldest();
@@ -330,13 +430,13 @@ export class ParallelGzip extends Transform {
 
   override _flush(cb: TransformCallback): void {
     (async (): Promise<void> => {
-      if (this.buf.length === 0) {
+      if (this.bufLen === 0) {
         if (!this.headerSent) {
           this.push(GZIP_HEADER);
           this.headerSent = true;
         }
         // A final empty block, needed when the input was empty or ended on a chunk boundary.
-        this.inflight.push(this.submit(Buffer.alloc(0), true));
+        this.inflight.push(this.submit(EMPTY, true));
       } else {
         await this.takeChunks(true);
       }

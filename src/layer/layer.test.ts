@@ -150,6 +150,45 @@ test('gzip: empty input and exact chunk boundaries', async () => {
   }
 });
 
+test('gzip: incompressible segments become stored blocks, anywhere in a chunk and at the very end', async () => {
+  const text = Buffer.from('layer image index manifest platform '.repeat(8000));
+  const cases = [
+    Buffer.concat([randomBytes(200_000), text, randomBytes(70_000)]), // stored, deflated, stored (final)
+    Buffer.concat([text, randomBytes(3 * 65535 + 17)]), // the final chunk entirely stored
+    randomBytes(65535 * 2), // only stored blocks, exact segments
+    Buffer.concat([randomBytes(65535), text.subarray(0, 5000)]), // a short final segment is deflated
+  ];
+  for (const [i, input] of cases.entries()) {
+    for (const chunkSize of [1024 * 1024, 100_000]) {
+      const a = await collect(Readable.from([input]).pipe(new ParallelGzip({ workers: 2, chunkSize })));
+      const b = await collect(Readable.from([input]).pipe(new ParallelGzip({ workers: 0, chunkSize })));
+      assert.ok(a.equals(b), `case ${i}: worker count changed the output`);
+      assert.ok(gunzipSync(a).equals(input), `case ${i} chunk ${chunkSize}`);
+    }
+  }
+  // Random bytes cost only the stored blocks' framing, not deflate's.
+  const rnd = randomBytes(4 * 1024 * 1024);
+  const out = await collect(Readable.from([rnd]).pipe(new ParallelGzip({ workers: 2 })));
+  assert.ok(out.length < rnd.length + 1024, `grew by ${out.length - rnd.length}`);
+});
+
+test('gzip: a consumer that does not read holds back the input (bounded memory)', async () => {
+  let produced = 0;
+  const source = new Readable({
+    read(): void {
+      produced++;
+      this.push(produced > 200 ? null : randomBytes(1024 * 1024));
+    },
+  });
+  const gz = new ParallelGzip({ workers: 2 });
+  source.pipe(gz); // nobody reads gz
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.ok(produced < 24, `read ${produced} MiB ahead of a consumer that reads nothing`);
+  let total = 0;
+  for await (const c of gz) total += (c as Buffer).length;
+  assert.ok(produced > 200 && total > 200 * 1024 * 1024);
+});
+
 test('crc32 matches zlib gzip trailer', () => {
   const data = randomBytes(10000);
   const gz = gzipSync(data);

@@ -3,7 +3,7 @@
  * of two trees. Output is deterministic: entries sorted bytewise, no uname/gname/atime/ctime,
  * mtimes clamped to SOURCE_DATE_EPOCH, hardlinks as tar hardlinks in sorted order.
  */
-import { createWriteStream, constants as C, promises as fsp, type Stats } from 'node:fs';
+import { closeSync, createWriteStream, lstatSync, openSync, readSync, readdirSync, readlinkSync, constants as C, promises as fsp, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -65,15 +65,18 @@ function joinRel(a: string, b: string): string {
   return a === '' ? b : `${a}/${b}`;
 }
 
-/** Lists a tree (lstat, no link followed), parents before children. */
+/**
+ * Lists a tree (lstat, no link followed), parents before children. Synchronous calls, one
+ * syscall each: a thread-pool round trip per file cost more than the lstat itself.
+ */
 async function scan(root: string, signal: AbortSignal | undefined, skip?: (rel: string, st: Stats) => boolean): Promise<Scanned[]> {
   const out: Scanned[] = [];
   async function walk(rel: string): Promise<void> {
     throwIfAborted(signal, 'reading directory');
-    const names = await fsp.readdir(join(root, rel));
+    const names = readdirSync(join(root, rel));
     for (const name of names) {
       const r = joinRel(rel, name);
-      const st = await fsp.lstat(join(root, r));
+      const st = lstatSync(join(root, r));
       if (st.isSocket()) continue; // sockets cannot be in a tar
       out.push({ rel: r, st });
       if (skip?.(r, st)) continue;
@@ -151,7 +154,7 @@ async function itemsFor(root: string, scanned: Scanned[], opts: WriteLayerOption
         source = join(root, s.rel);
       }
     } else if (type === 'symlink') {
-      h.linkname = await fsp.readlink(join(root, s.rel));
+      h.linkname = readlinkSync(join(root, s.rel));
     } else if (type === 'char' || type === 'block') {
       h.devmajor = major(s.st.rdev);
       h.devminor = minor(s.st.rdev);
@@ -176,30 +179,88 @@ function prefixItems(opts: WriteLayerOptions): Item[] {
   return out;
 }
 
+/** Size of the tar pieces handed to the compressor: ParallelGzip's chunk, so it never re-slices. */
+const TAR_CHUNK = 1024 * 1024;
+
+/** Fills fixed-size chunks with tar bytes; full ones wait in `full` to be taken. */
+class Chunker {
+  private buf = Buffer.allocUnsafeSlow(TAR_CHUNK);
+  private off = 0;
+  readonly full: Buffer[] = [];
+
+  private advance(n: number): void {
+    this.off += n;
+    if (this.off === this.buf.length) {
+      this.full.push(this.buf);
+      this.buf = Buffer.allocUnsafeSlow(TAR_CHUNK);
+      this.off = 0;
+    }
+  }
+
+  put(b: Buffer): void {
+    for (let p = 0; p < b.length; ) {
+      const n = b.copy(this.buf, this.off, p);
+      p += n;
+      this.advance(n);
+    }
+  }
+
+  zeros(count: number): void {
+    for (let left = count; left > 0; ) {
+      const n = Math.min(left, this.buf.length - this.off);
+      this.buf.fill(0, this.off, this.off + n);
+      left -= n;
+      this.advance(n);
+    }
+  }
+
+  /** Reads at most n bytes of fd straight into the chunk; returns how many (0 at end of file). */
+  read(fd: number, n: number): number {
+    const got = readSync(fd, this.buf, this.off, Math.min(n, this.buf.length - this.off), null);
+    this.advance(got);
+    return got;
+  }
+
+  /** What is left in the last, partial chunk. */
+  rest(): Buffer | undefined {
+    return this.off === 0 ? undefined : this.buf.subarray(0, this.off);
+  }
+}
+
+/**
+ * The tar as whole 1 MiB chunks. Files are read with synchronous calls straight into the
+ * chunk (no buffer per read, no thread-pool round trip per call; small files are most of a
+ * layer's entries), and a chunk is yielded only when full, so the compressor downstream gets
+ * few, equal pieces and the pipeline's backpressure bounds what is in memory.
+ */
 async function* tarStream(items: Item[], signal: AbortSignal | undefined): AsyncGenerator<Buffer> {
+  const w = new Chunker();
   for (const it of items) {
     throwIfAborted(signal, 'writing layer');
-    yield encodeHeader(it.header);
-    if (it.header.type !== 'file' || it.source === undefined) continue;
-    const size = it.header.size;
-    const fh = await fsp.open(it.source, C.O_RDONLY | C.O_NOFOLLOW);
-    try {
-      let left = size;
-      while (left > 0) {
-        const buf = Buffer.allocUnsafe(Math.min(left, 256 * 1024));
-        const { bytesRead } = await fh.read(buf, 0, buf.length, null);
-        if (bytesRead === 0) break;
-        left -= bytesRead;
-        yield buf.subarray(0, bytesRead);
+    w.put(encodeHeader(it.header));
+    if (it.header.type === 'file' && it.source !== undefined) {
+      const size = it.header.size;
+      const fd = openSync(it.source, C.O_RDONLY | C.O_NOFOLLOW);
+      try {
+        let left = size;
+        while (left > 0) {
+          const got = w.read(fd, left);
+          if (got === 0) break;
+          left -= got;
+          while (w.full.length > 0) yield w.full.shift() as Buffer;
+        }
+        if (left > 0) throw new ArchwayError('STORAGE', `"${it.source}" shrank while it was being written into a layer`);
+      } finally {
+        closeSync(fd);
       }
-      if (left > 0) throw new ArchwayError('STORAGE', `"${it.source}" shrank while it was being written into a layer`);
-    } finally {
-      await fh.close();
+      w.zeros(padding(size));
     }
-    const pad = padding(size);
-    if (pad > 0) yield Buffer.alloc(pad);
+    while (w.full.length > 0) yield w.full.shift() as Buffer;
   }
-  yield END_OF_ARCHIVE;
+  w.put(END_OF_ARCHIVE);
+  while (w.full.length > 0) yield w.full.shift() as Buffer;
+  const rest = w.rest();
+  if (rest !== undefined) yield rest;
 }
 
 /** Streams items as a tar through the compressor into out, hashing both sides. */
@@ -213,7 +274,9 @@ async function emit(items: Item[], out: Writable | string, opts: WriteLayerOptio
   });
   const sink = typeof out === 'string' ? createWriteStream(out) : out;
   try {
-    await pipeline(Readable.from(tarStream(items, opts.signal)), diff, compressor, comp, sink, opts.signal ? { signal: opts.signal } : {});
+    // objectMode off and a one-chunk high-water mark: at most a chunk or two read ahead.
+    const source = Readable.from(tarStream(items, opts.signal), { objectMode: false, highWaterMark: TAR_CHUNK });
+    await pipeline(source, diff, compressor, comp, sink, opts.signal ? { signal: opts.signal } : {});
   } catch (e) {
     if (typeof out === 'string') await fsp.rm(out, { force: true });
     if (e instanceof ArchwayError) throw e;
