@@ -61,13 +61,16 @@ describe('registry settings', () => {
     assert.throws(() => parseRegistrySettings('[registry."a.io"]\nhttps = true', '/x.toml'), (e: unknown) => e instanceof ArchwayError && e.message.includes('/x.toml') && e.message.includes('https'));
     assert.throws(() => parseRegistrySettings('[registry."a.io"]\nhttp = "yes"', '/x.toml'), ArchwayError);
   });
-  it('chooses schemes: loopback HTTP, others TLS, insecure tries TLS then HTTP', () => {
+  it('chooses schemes: loopback HTTP, others TLS, insecure tries TLS then HTTP (HTTP first on loopback)', () => {
     assert.deepEqual(endpointFor('localhost:5000', {}).schemes, ['http']);
     assert.deepEqual(endpointFor('127.0.0.2:5000', {}).schemes, ['http']);
     assert.deepEqual(endpointFor('reg.example.com', {}).schemes, ['https']);
     assert.deepEqual(endpointFor('127.0.0.1:5000', { http: false }).schemes, ['https']);
     assert.deepEqual(endpointFor('127.0.0.1:5000', { ca: ['/ca.pem'] }), { schemes: ['https'], verify: true, ca: ['/ca.pem'] });
     assert.deepEqual(endpointFor('reg.example.com', { insecure: true }), { schemes: ['https', 'http'], verify: false, ca: [] });
+    // On loopback plain HTTP is tried first (it is the default there).
+    assert.deepEqual(endpointFor('127.0.0.1:5000', { insecure: true }), { schemes: ['http', 'https'], verify: false, ca: [] });
+    assert.deepEqual(endpointFor('localhost:5000', { insecure: true }).schemes, ['http', 'https']);
     assert.equal(settingsFor({ hosts: {} }, 'reg.example.com', ['reg.example.com']).insecure, true);
     assert.deepEqual(settingsFor({ hosts: { 'docker.io': { mirrors: ['m.example.com'] } } }, 'registry-1.docker.io').mirrors, ['m.example.com']);
   });

@@ -119,7 +119,10 @@ export function endpointFor(host: string, s: HostSettings): Endpoint {
   const ca = s.ca ?? [];
   if (s.http === true) return { schemes: ['http'], verify: true, ca };
   if (s.http === false) return { schemes: ['https'], verify: !s.insecure, ca };
-  if (s.insecure) return { schemes: ['https', 'http'], verify: false, ca };
+  // Insecure: TLS without verification, falling back to plain HTTP; on loopback, where plain
+  // HTTP is the default, the other way round (a TLS registry answers plain HTTP with a 400 that
+  // says so, and no credential is sent before the scheme is known).
+  if (s.insecure) return { schemes: isLoopbackRegistry(host) ? ['http', 'https'] : ['https', 'http'], verify: false, ca };
   if (ca.length > 0) return { schemes: ['https'], verify: true, ca };
   if (isLoopbackRegistry(host)) return { schemes: ['http'], verify: true, ca };
   return { schemes: ['https'], verify: true, ca };
