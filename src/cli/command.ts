@@ -22,6 +22,12 @@ export interface CommandContext {
   signal: AbortSignal;
   progress: ProgressSink;
   debug: boolean;
+  /**
+   * Lets a command take the first SIGINT/SIGTERM instead of having `signal` abort: the handler
+   * returns true when it dealt with it (archway run passes it to the container). The next signal
+   * aborts as usual. Absent when the caller does not run archway as a process.
+   */
+  interceptSignal?: (handler: (sig: NodeJS.Signals) => boolean) => void;
 }
 
 export interface Command {

@@ -43,7 +43,7 @@ export interface Io {
 }
 
 /** Runs archway with the given arguments and returns the exit code; the library form of the CLI. */
-export async function main(argv: string[], io: Io, signal: AbortSignal): Promise<number> {
+export async function main(argv: string[], io: Io, signal: AbortSignal, hooks: Pick<CommandContext, 'interceptSignal'> = {}): Promise<number> {
   const debug = argv.includes('--debug');
   try {
     if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
@@ -75,7 +75,7 @@ export async function main(argv: string[], io: Io, signal: AbortSignal): Promise
       return values.help === true ? 0 : 2;
     }
     const progressMode = typeof values.progress === 'string' ? values.progress : 'auto';
-    const ctx: CommandContext = { ...io, values, positionals, signal, debug, progress: makeProgress(progressMode, io.stderr) };
+    const ctx: CommandContext = { ...io, values, positionals, signal, debug, progress: makeProgress(progressMode, io.stderr), ...hooks };
     return await cmd.run(ctx);
   } catch (e) {
     return reportError(e, io, debug, signal);
@@ -103,14 +103,22 @@ function reportError(e: unknown, io: Io, debug: boolean, signal: AbortSignal): n
 export async function runCli(argv: string[] = process.argv.slice(2)): Promise<void> {
   const controller = new AbortController();
   let signals = 0;
+  let interceptor: ((sig: NodeJS.Signals) => boolean) | undefined;
   const onSignal = (sig: NodeJS.Signals): void => {
+    const take = interceptor;
+    interceptor = undefined;
+    if (take?.(sig)) return;
     signals++;
     if (signals > 1) process.exit(sig === 'SIGINT' ? 130 : 143);
     controller.abort(new ArchwayError('INTERRUPTED', `interrupted by ${sig}`, { details: { signal: sig } }));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const code = await main(argv, { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env }, controller.signal);
+  const code = await main(argv, { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env }, controller.signal, {
+    interceptSignal: (handler) => {
+      interceptor = handler;
+    },
+  });
   const reason: unknown = controller.signal.reason;
   const bySigterm = reason instanceof ArchwayError && reason.details.signal === 'SIGTERM';
   process.exitCode = controller.signal.aborted && code !== 0 ? (bySigterm ? 143 : 130) : code;

@@ -21,7 +21,7 @@ export type {
   SupportedPlatforms,
 } from './binfmt.js';
 export { DEFAULT_PATH, runInSandbox } from './run.js';
-export type { SandboxBind, SandboxOptions, SandboxResult } from './run.js';
+export type { SandboxBind, SandboxControl, SandboxOptions, SandboxResult } from './run.js';
 export { readFileInRoot, resolveInRoot, resolveUser } from './rootpath.js';
 export type { ResolvedPath, ResolvedUser } from './rootpath.js';
 export {

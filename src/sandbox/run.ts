@@ -87,6 +87,13 @@ export interface SandboxOptions {
   onOutput?: (chunk: Buffer, stream: 'stdout' | 'stderr') => void;
   platform?: Platform;
   signal?: AbortSignal;
+  /** Called once the command's process exists, with a way to send it signals (archway run forwards its own). */
+  onStart?: (control: SandboxControl) => void;
+}
+
+export interface SandboxControl {
+  /** Sends `sig` to the command (pid 1 of its namespace); false when it is gone. */
+  kill(sig: NodeJS.Signals): boolean;
 }
 
 export interface SandboxResult {
@@ -556,8 +563,20 @@ function spawnSandbox(args: string[], opts: SandboxOptions, env: Record<string, 
         status += d.toString();
         const m = /^PID (\d+)$/m.exec(status);
         if (m && nsPid === undefined) {
-          nsPid = Number(m[1]);
-          livePids.add(nsPid);
+          const pid = Number(m[1]);
+          nsPid = pid;
+          livePids.add(pid);
+          opts.onStart?.({
+            kill: (sig) => {
+              if (!livePids.has(pid)) return false;
+              try {
+                process.kill(pid, sig);
+                return true;
+              } catch {
+                return false;
+              }
+            },
+          });
         }
       });
       fd3.on('error', () => undefined);

@@ -149,10 +149,37 @@ describe('rootfs drivers', { skip }, () => {
       });
       if (running) break;
     }
+    // The first SIGINT goes to the command, which as pid 1 without a handler ignores it; the
+    // second stops the container.
+    child?.kill('SIGINT');
+    await new Promise((res) => setTimeout(res, 300));
     child?.kill('SIGINT');
     const r = await p;
     assert.equal(r.code, 130, r.stderr);
+    assert.match(r.stderr, /SIGINT passed to the command/);
     assert.deepEqual(leftovers(), []);
+    assert.deepEqual(mountinfoMentions(home.dir), []);
+  });
+
+  test('archway run passes SIGTERM and SIGINT to the command, whose exit code comes back', async () => {
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+      let child: import('node:child_process').ChildProcess | undefined;
+      let out = '';
+      const script = `trap 'echo got-${sig}; exit 3' ${sig.slice(3)}; echo ready; while :; do sleep 0.1; done`;
+      const p = aw(['run', 'app:copy', 'sh', '-c', script], {}, {
+        onSpawn: (c) => {
+          child = c;
+          c.stdout?.on('data', (d: Buffer) => {
+            out += d.toString();
+            if (out === 'ready\n') c.kill(sig);
+          });
+        },
+      });
+      const r = await p;
+      assert.ok(child);
+      assert.equal(r.code, 3, `${sig}: ${r.stderr}`);
+      assert.equal(r.stdout, `ready\ngot-${sig}\n`);
+    }
     assert.deepEqual(mountinfoMentions(home.dir), []);
   });
 

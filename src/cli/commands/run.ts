@@ -8,7 +8,7 @@ import { resolveImageForPlatform } from '../../image/index.js';
 import { Store } from '../../store/index.js';
 import { copyImage, openSource, type OpenContext } from '../../imagetools/index.js';
 import { layerSnapshots } from '../../build/index.js';
-import { rootfsDriverSetting, runInSandbox, type SandboxBind } from '../../sandbox/index.js';
+import { rootfsDriverSetting, runInSandbox, type SandboxBind, type SandboxControl } from '../../sandbox/index.js';
 import { listOpt, stringOpt, usageError, type Command } from '../command.js';
 
 export const runCommand: Command = {
@@ -107,6 +107,17 @@ Examples:
     }
     const workdir = stringOpt(ctx, 'workdir') ?? cfg.WorkingDir;
     const user = stringOpt(ctx, 'user') ?? cfg.User;
+    // Signals pass through, as with docker run: the first SIGINT or SIGTERM goes to the command
+    // (which, as pid 1 of its namespace, only sees signals it handles), the next one stops it.
+    // On a terminal, Ctrl-C already reached the command through its process group: not twice.
+    let control: SandboxControl | undefined;
+    ctx.interceptSignal?.((sig) => {
+      if (!control) return false;
+      const fromTerminal = sig === 'SIGINT' && ctx.stdin === process.stdin && process.stdin.isTTY === true;
+      if (!fromTerminal && !control.kill(sig)) return false;
+      ctx.stderr.write(`archway: ${sig} ${fromTerminal ? 'reached' : 'passed to'} the command; send it again to stop the container\n`);
+      return true;
+    });
     const result = await runInSandbox({
       layers: snapshots,
       argv,
@@ -122,6 +133,9 @@ Examples:
       // A copied root (no overlayfs) goes beside the snapshots, where a reflink is possible.
       scratchDir: store.tmpDir,
       signal: ctx.signal,
+      onStart: (c) => {
+        control = c;
+      },
     });
     // As a shell reports it: 128 + the signal's number when the command was killed.
     if (result.signal) return 128 + (osConstants.signals[result.signal] ?? 0);
