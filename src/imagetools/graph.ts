@@ -94,6 +94,7 @@ export interface PlannedNode {
 }
 
 const MAX_DEPTH = 4;
+const SMALL_BLOBS_AT_ONCE = 16;
 
 export type ParsedNode = Awaited<ReturnType<typeof readManifestOrIndex>>;
 
@@ -316,6 +317,9 @@ export async function executePlan(src: ContentSource, dst: ContentTarget, plan: 
   const progress = opts.progress;
   const call: CallOptions = { signal: controller.signal, ...(progress ? { progress } : {}) };
   const limiter = opts.limiter ?? new Limiter(Math.max(1, opts.concurrency ?? 4));
+  // Small blobs have a bound of their own, wide, only so that hundreds of them do not open
+  // hundreds of files and connections at once.
+  const small = new Limiter(SMALL_BLOBS_AT_ONCE);
   try {
     // 1. What the target lacks, from the roots down.
     const childManifests = new Set<string>();
@@ -361,7 +365,7 @@ export async function executePlan(src: ContentSource, dst: ContentTarget, plan: 
     const bopts: ExecuteOptions = { ...call, ...(opts.mount === false ? { mount: false } : {}) };
     // All asked about at once; then the missing ones queue for the bound largest first, so that
     // a small config answered early does not hold a slot a large layer could use. Small blobs go
-    // besides the bound: a few round trips each, they need not wait for the large ones.
+    // besides the bound: a few round trips each, they need not wait for the large ones (a wide bound of their own).
     const missing: Descriptor[] = [];
     await allOrFirstError(
       wanted.map(async (d) => {
@@ -374,7 +378,7 @@ export async function executePlan(src: ContentSource, dst: ContentTarget, plan: 
     );
     missing.sort((a, b) => b.size - a.size);
     await allOrFirstError(
-      missing.map((d) => (d.size <= SMALL_BLOB ? transferBlob(src, dst, d, bopts, stats, plan.bytes.get(d.digest)) : limiter.run(() => transferBlob(src, dst, d, bopts, stats, plan.bytes.get(d.digest)), controller.signal))),
+      missing.map((d) => (d.size <= SMALL_BLOB ? small : limiter).run(() => transferBlob(src, dst, d, bopts, stats, plan.bytes.get(d.digest)), controller.signal)),
       controller,
     );
 
