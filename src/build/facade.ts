@@ -23,7 +23,7 @@ import { canRun, readBinfmt, type BinfmtState } from '../sandbox/index.js';
 import type { SourceTree } from './context.js';
 import { cleanStaleMounts } from './rootfs.js';
 import { loadSecrets } from './secrets.js';
-import { Solver, type StageState } from './solver.js';
+import { latestCreated, Solver, type StageState } from './solver.js';
 import type { BuildOptions, BuildResult, OutputSpec, PlatformOutcome } from './types.js';
 import { gitInfo } from './git.js';
 
@@ -191,9 +191,9 @@ async function preflight(plan: BuildPlan, openBase: BaseOpener, signal?: AbortSi
   }
 }
 
-/** OCI labels every build records: when, and the source and revision when known. */
-function provenanceLabels(context: string, sourceDateEpoch: number | undefined): Record<string, string> {
-  const labels: Record<string, string> = { [Annotation.Created]: new Date(sourceDateEpoch !== undefined ? sourceDateEpoch * 1000 : Date.now()).toISOString() };
+/** OCI labels every build records: the source and revision when known (the time is per image, see finishImage). */
+function provenanceLabels(context: string): Record<string, string> {
+  const labels: Record<string, string> = {};
   const git = gitInfo(context);
   if (git.revision) labels[Annotation.Revision] = git.revision;
   if (git.source) labels[Annotation.Source] = git.source;
@@ -265,7 +265,7 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
     progress,
   });
 
-  const labels = { ...provenanceLabels(opts.context, sourceDateEpoch), ...(opts.labels ?? {}) };
+  const labels = { ...provenanceLabels(opts.context), ...(opts.labels ?? {}) };
   const jobs = new Limiter(Math.max(1, opts.jobs ?? cpus().length));
   let settled: Array<PromiseSettledResult<Descriptor>>;
   try {
@@ -273,7 +273,7 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
       plan.targets.map((t) =>
         jobs.run(async () => {
           const state = await solver.solveStage(t.stage);
-          return finishImage(store, state, t.platform, labels, opts.signal);
+          return finishImage(store, state, t.platform, labels, sourceDateEpoch, opts.signal);
         }, opts.signal),
       ),
     );
@@ -315,12 +315,13 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
   return { outcomes, root, tags, warnings, advice };
 }
 
-async function finishImage(store: Store, state: StageState, platform: Platform, labels: Record<string, string>, signal?: AbortSignal): Promise<Descriptor> {
+async function finishImage(store: Store, state: StageState, platform: Platform, labels: Record<string, string>, sourceDateEpoch: number | undefined, signal?: AbortSignal): Promise<Descriptor> {
   const config: ImageConfig = structuredClone(state.config);
   config.config ??= {};
-  config.config.Labels = { ...(config.config.Labels ?? {}), ...labels };
-  const created = labels[Annotation.Created];
-  if (created) config.created = created;
+  // Created when its newest step ran: an unchanged rebuild republishes the same digest.
+  const created = sourceDateEpoch !== undefined ? new Date(sourceDateEpoch * 1000).toISOString() : (latestCreated(config) ?? new Date().toISOString());
+  config.config.Labels = { ...(config.config.Labels ?? {}), [Annotation.Created]: created, ...labels };
+  config.created = created;
   // The image is for the target platform even when its last stage ran elsewhere (cross-compiled copies).
   config.os = platform.os;
   config.architecture = platform.architecture;

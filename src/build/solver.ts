@@ -69,6 +69,15 @@ export interface StepStats {
  * several targets are solved once), RUN steps are bounded by the CPU count since emulated steps
  * are CPU-bound, and a step whose cache record exists is not run again.
  */
+/** The newest time an image config records (its history, or its own created): when its state was made. */
+export function latestCreated(config: ImageConfig): string | undefined {
+  let latest: string | undefined;
+  for (const t of [config.created, ...(config.history ?? []).map((h) => h.created)]) {
+    if (t !== undefined && !Number.isNaN(Date.parse(t)) && (latest === undefined || Date.parse(t) > Date.parse(latest))) latest = t;
+  }
+  return latest;
+}
+
 export class Solver {
   private readonly stageFlights = new SingleFlight<StageState>();
   private readonly stageResults = new Map<string, Promise<StageState>>();
@@ -155,8 +164,12 @@ export class Solver {
       this.o.progress.emit({ kind: 'step', phase, id, platform, text, ...(phase !== 'start' ? { durationMs: Date.now() - started } : {}), ...(error ? { error } : {}) });
     const config = structuredClone(state.config);
     config.config ??= {};
+    // A step that only changes the config takes the time of the state it changes, so a rebuild
+    // whose layer steps all come from the cache makes the same image, digest included (BuildKit
+    // likewise takes times from its cache records). Only a step that ran is dated now.
     const history = (created_by: string, empty: boolean): void => {
-      config.history = [...(config.history ?? []), { created: this.created(), created_by, comment: 'archway', ...(empty ? { empty_layer: true } : {}) }];
+      const created = empty && this.o.sourceDateEpoch === undefined ? (latestCreated(config) ?? this.created()) : this.created();
+      config.history = [...(config.history ?? []), { created, created_by, comment: 'archway', ...(empty ? { empty_layer: true } : {}) }];
     };
     const c = config.config;
     switch (step.kind) {

@@ -368,6 +368,9 @@ export class OciLayout implements ContentTarget {
     if (desc.artifactType) entry.artifactType = desc.artifactType;
     entry.annotations = { ...(desc.annotations ?? {}), [Annotation.RefName]: name };
     await this.updateIndex((index) => {
+      const old = index.manifests.filter((d) => d.annotations?.[Annotation.RefName] === name);
+      // Already so (an unchanged rebuild): index.json is not rewritten.
+      if (old.length === 1 && JSON.stringify(old[0]) === JSON.stringify(entry)) return false;
       index.manifests = index.manifests.filter((d) => d.annotations?.[Annotation.RefName] !== name);
       index.manifests.push(entry);
       return true;

@@ -115,8 +115,14 @@ describe('a six-platform build', () => {
     const again = expectCode(await aw(['build', '--progress', 'plain', '--platform', PLATFORMS, '-t', 'app:cache', ctx]), 0, 'rebuild');
     assert.equal(stepLines(again.stderr, '] DONE').length, 0, `steps ran again:\n${again.stderr}`);
     assert.equal(stepLines(again.stderr, 'CACHED').length, 12);
+    // Times come from when steps ran, so an unchanged rebuild is the same image, digest included.
+    const digest = (r: { stdout: string }): string => r.stdout.trim().split('\n').pop() ?? '';
+    const third = expectCode(await aw(['build', '--progress', 'plain', '--platform', PLATFORMS, '-t', 'app:cache', ctx]), 0, 'rebuild again');
+    assert.match(digest(again), /^sha256:[0-9a-f]{64}$/);
+    assert.equal(digest(third), digest(again), 'an unchanged rebuild published a new digest');
     writeFileSync(join(ctx, 'data.txt'), 'changed\n');
     const changed = expectCode(await aw(['build', '--progress', 'plain', '--platform', PLATFORMS, '-t', 'app:cache', ctx]), 0, 'rebuild after a change');
+    assert.notEqual(digest(changed), digest(again));
     const done = stepLines(changed.stderr, '] DONE');
     assert.equal(done.length, 6, changed.stderr);
     assert.ok(done.every((l) => l.includes('COPY data.txt')));
