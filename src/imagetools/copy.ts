@@ -1,4 +1,4 @@
-import { ArchwayError, throwIfAborted, type Limiter } from '../util/index.js';
+import { ArchwayError, linkedSignal, throwIfAborted, type Limiter } from '../util/index.js';
 import { RegistryRepository } from '../registry/index.js';
 import {
   attestationSubject,
@@ -58,6 +58,16 @@ function call(opts: CallOptions): CallOptions {
  * then child manifests by digest, then the root, then the tags.
  */
 export async function copyImage(src: ContentSource, srcRef: string, dst: ContentTarget, dstRefs: readonly string[], opts: CopyOptions = {}): Promise<CopyResult> {
+  // Reads, checks and transfers run side by side, each listening for the abort.
+  const linked = linkedSignal(opts.signal);
+  try {
+    return await copyWithin(src, srcRef, dst, dstRefs, { ...opts, signal: linked.signal });
+  } finally {
+    linked.release();
+  }
+}
+
+async function copyWithin(src: ContentSource, srcRef: string, dst: ContentTarget, dstRefs: readonly string[], opts: CopyOptions): Promise<CopyResult> {
   const c = call(opts);
   const multiArch = opts.multiArch ?? 'all';
   const notes: string[] = [];

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { ArchwayError, Limiter, SMALL_BLOB, throwIfAborted } from '../util/index.js';
 import {
   encodeJson,
@@ -311,6 +312,8 @@ export async function executePlan(src: ContentSource, dst: ContentTarget, plan: 
   const stats: ExecuteStats = { blobsCopied: 0, blobsSkipped: 0, blobsMounted: 0, bytesCopied: 0, manifestsPushed: 0 };
   // An internal controller so that the first failure stops the other transfers at once.
   const controller = new AbortController();
+  // Every request, wait and stream in flight listens on it.
+  setMaxListeners(0, controller.signal);
   const onAbort = (): void => controller.abort(opts.signal?.reason);
   opts.signal?.addEventListener('abort', onAbort, { once: true });
   if (opts.signal?.aborted) onAbort();

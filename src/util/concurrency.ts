@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { abortError } from './errors.js';
 
 /** A bound on how many tasks run at once; tasks beyond it wait in order. */
@@ -91,4 +92,18 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     };
     signal?.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+/**
+ * A signal that follows `outer` and takes any number of listeners: a copy has dozens of requests,
+ * waits and streams in flight, each listening for the abort (Node warns past 10 on one signal).
+ * Call release() when done, so that `outer` does not keep a listener.
+ */
+export function linkedSignal(outer?: AbortSignal): { signal: AbortSignal; release: () => void } {
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
+  const onAbort = (): void => controller.abort(outer?.reason);
+  if (outer?.aborted) onAbort();
+  else outer?.addEventListener('abort', onAbort, { once: true });
+  return { signal: controller.signal, release: () => outer?.removeEventListener('abort', onAbort) };
 }
