@@ -162,14 +162,18 @@ export async function sniffCompression(input: Readable, mediaType?: string): Pro
 /**
  * Deflates one chunk as a piece of a raw-deflate stream that the pieces are concatenated into:
  * primed with `dict` (up to 32 KiB of input before it) and ended with a full flush, or with the
- * final block when `last`. Segments of the chunk that look incompressible (order-0 entropy of at
- * least 7.99 bits per byte: compressed or encrypted content) are written as stored blocks
- * instead: deflate would spend its full effort on them for at most a fraction of a percent.
- * The output depends only on the bytes, so it is the same on every machine and worker count.
- * It also runs inside the workers, as source text, so it uses nothing but its arguments.
+ * final block when `last`. 8 KiB segments that look incompressible (compressed or encrypted
+ * content: order-0 entropy within 0.005 bits of 8 per byte, allowing for the estimate's bias)
+ * are written as stored blocks instead; deflate would spend its full effort on them to save
+ * nothing (measured: no larger output on /usr, on a tar of .gz/.png/.jar files, or on random
+ * data, and less CPU). The output depends only on the bytes, so it is the same on every
+ * machine and worker count. It also runs inside the workers, as source text, so it uses
+ * nothing but its arguments.
  */
 function deflatePart(z: typeof zlib, data: Buffer, dict: Buffer, last: boolean, level: number): Buffer {
-  const SEG = 65535; // the largest stored block
+  const SEG = 8192;
+  const THRESHOLD = 7.995 - 255 / (2 * SEG * Math.LN2);
+  const MAX_STORED = 65535;
   const WINDOW = 32768;
   const n = data.length;
   if (n === 0) return z.deflateRawSync(data, { level, finishFlush: last ? z.constants.Z_FINISH : z.constants.Z_FULL_FLUSH });
@@ -185,9 +189,9 @@ function deflatePart(z: typeof zlib, data: Buffer, dict: Buffer, last: boolean, 
     let bits = 0;
     for (let k = 0; k < 256; k++) {
       const c = hist[k] as number;
-      if (c > 0) bits -= c * Math.log2(c / (e - s));
+      if (c > 0) bits -= c * Math.log2(c / SEG);
     }
-    stored.push(e - s >= 4096 && bits / (e - s) >= 7.99);
+    stored.push(e - s === SEG && bits / SEG >= THRESHOLD);
   }
   const parts: Buffer[] = [];
   for (let i = 0; i < stored.length; ) {
@@ -197,8 +201,8 @@ function deflatePart(z: typeof zlib, data: Buffer, dict: Buffer, last: boolean, 
     const e = Math.min(n, j * SEG);
     const final = last && e === n;
     if (stored[i] === true) {
-      for (let b = s; b < e; b += SEG) {
-        const be = Math.min(e, b + SEG);
+      for (let b = s; b < e; b += MAX_STORED) {
+        const be = Math.min(e, b + MAX_STORED);
         const head = Buffer.alloc(5);
         head[0] = final && be === e ? 1 : 0; // BFINAL, BTYPE 00; byte-aligned after a full flush
         head.writeUInt16LE(be - b, 1);
@@ -206,13 +210,16 @@ function deflatePart(z: typeof zlib, data: Buffer, dict: Buffer, last: boolean, 
         parts.push(head, data.subarray(b, be));
       }
     } else {
-      const dictionary = s >= WINDOW ? data.subarray(s - WINDOW, s) : Buffer.concat([dict.subarray(Math.max(0, dict.length - (WINDOW - s))), data.subarray(0, s)]);
       const o: zlib.ZlibOptions = {
         level,
         finishFlush: final ? z.constants.Z_FINISH : z.constants.Z_FULL_FLUSH,
-        chunkSize: Math.max(64 * 1024, e - s + ((e - s) >> 8) + 1024),
+        // Room for the whole output in one buffer, and no more: a bigger one is only garbage.
+        chunkSize: e - s + ((e - s) >> 8) + 1024,
       };
-      if (dictionary.length > 0) o.dictionary = dictionary;
+      // Only the chunk's first run gets the 32 KiB before it as dictionary. A later run follows
+      // a stored one, whose bytes are no use to match against, and zlib keeps each dictionary
+      // until the garbage collector happens by (+90 MB peak RSS with one per run).
+      if (s === 0 && dict.length > 0) o.dictionary = dict.length > WINDOW ? dict.subarray(dict.length - WINDOW) : dict;
       parts.push(z.deflateRawSync(data.subarray(s, e), o));
     }
     i = j;
@@ -282,7 +289,9 @@ class DeflatePool {
   }
 
   private spawnWorker(): Worker {
-    const w = new Worker(WORKER_SOURCE, { eval: true });
+    // A small young generation: the garbage a worker makes (zlib handles, whose native memory
+    // V8 does not see) is collected every few chunks instead of piling up for dozens of MB.
+    const w = new Worker(WORKER_SOURCE, { eval: true, resourceLimits: { maxYoungGenerationSizeMb: 2 } });
     w.on('message', (m: Reply) => {
       this.free.push(m.buf.buffer as ArrayBuffer);
       const job = this.pending.get(m.id);
