@@ -170,13 +170,13 @@ export async function sniffCompression(input: Readable, mediaType?: string): Pro
  * machine and worker count. It also runs inside the workers, as source text, so it uses
  * nothing but its arguments.
  */
-function deflatePart(z: typeof zlib, data: Buffer, dict: Buffer, last: boolean, level: number): Buffer {
+function deflatePart(z: typeof zlib, data: Buffer, dict: Buffer, last: boolean, level: number): Buffer[] {
   const SEG = 8192;
   const THRESHOLD = 7.995 - 255 / (2 * SEG * Math.LN2);
   const MAX_STORED = 65535;
   const WINDOW = 32768;
   const n = data.length;
-  if (n === 0) return z.deflateRawSync(data, { level, finishFlush: last ? z.constants.Z_FINISH : z.constants.Z_FULL_FLUSH });
+  if (n === 0) return [z.deflateRawSync(data, { level, finishFlush: last ? z.constants.Z_FINISH : z.constants.Z_FULL_FLUSH })];
   const stored: boolean[] = [];
   const hist = new Uint32Array(256);
   for (let s = 0; s < n; s += SEG) {
@@ -224,13 +224,13 @@ function deflatePart(z: typeof zlib, data: Buffer, dict: Buffer, last: boolean, 
     }
     i = j;
   }
-  return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
+  return parts;
 }
 
 /**
  * The worker deflates `len` bytes of `buf` with the `dictLen` bytes after them as dictionary,
- * sends `buf` back to be reused for a later chunk, and transfers its output (a whole buffer of
- * its own when it can, so nothing is copied on the way back).
+ * sends `buf` back to be reused for a later chunk, and transfers its output gathered into an
+ * ArrayBuffer of its own (zlib's buffers may be pooled and untransferable: Node 24's are).
  */
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
@@ -241,11 +241,14 @@ parentPort.on('message', (m) => {
   try {
     const data = Buffer.from(m.buf.buffer, 0, m.len);
     const dict = Buffer.from(m.buf.buffer, m.len, m.dictLen);
-    const out = deflatePart(zlib, data, dict, m.last, m.level);
-    const own = out.byteOffset === 0 && out.buffer.byteLength >= 64 * 1024 && out.buffer !== m.buf.buffer;
-    const ab = own ? out.buffer : new Uint8Array(out).buffer;
-    back.push(ab);
-    parentPort.postMessage({ id: m.id, buf: m.buf, out: ab, outLen: out.length }, back);
+    const parts = deflatePart(zlib, data, dict, m.last, m.level);
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let off = 0;
+    for (const p of parts) {
+      out.set(p, off);
+      off += p.length;
+    }
+    parentPort.postMessage({ id: m.id, buf: m.buf, out: out.buffer, outLen: out.length }, [m.buf.buffer, out.buffer]);
   } catch (e) {
     parentPort.postMessage({ id: m.id, buf: m.buf, error: String((e && e.message) || e) }, back);
   }
@@ -385,7 +388,7 @@ export class ParallelGzip extends Transform {
   private submit(data: Buffer, last: boolean): Promise<Buffer> {
     const dict = this.prevTail;
     this.prevTail = Buffer.from(data.subarray(Math.max(0, data.length - DICT)));
-    if (this.pool === undefined) return Promise.resolve(deflatePart(zlib, data, dict, last, this.level));
+    if (this.pool === undefined) return Promise.resolve(Buffer.concat(deflatePart(zlib, data, dict, last, this.level)));
     return this.pool.run(data, dict, last);
   }
 
