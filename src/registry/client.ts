@@ -392,12 +392,23 @@ export class RegistryClient {
    * and retries. The caller reads or discards the body and checks the status.
    */
   async request(req: RegRequest): Promise<HttpResponse> {
-    const challenge0 = await this.ping(req.registry, req.host, req.signal);
-    const scheme = this.transport.schemes(req.host)[0] ?? 'https';
-    let url = req.url ?? new URL(`${scheme}://${req.host}${req.path ?? '/v2/'}`);
     const replayable = req.body === undefined || Buffer.isBuffer(req.body);
     const retry = req.retry ?? replayable;
-    let challenge = challenge0;
+    // The first request to a host goes out without pinging /v2/ first when it can be repeated:
+    // its answer tells the scheme and the auth challenge as well as the ping's would (containerd
+    // works this way), which saves a round trip. Anything else falls back to the ping, which
+    // also gives the clearest errors (TLS, not a registry, refused connections).
+    const a = this.auth.get(req.host);
+    let probe = replayable && req.url === undefined && (req.method === 'GET' || req.method === 'HEAD') && a?.challenge === undefined && a?.ping === undefined;
+    let challenge: Challenge = probe ? { scheme: 'none' } : await this.ping(req.registry, req.host, req.signal);
+    let scheme = this.transport.schemes(req.host)[0] ?? 'https';
+    let url = req.url ?? new URL(`${scheme}://${req.host}${req.path ?? '/v2/'}`);
+    const unprobe = async (): Promise<void> => {
+      probe = false;
+      challenge = await this.ping(req.registry, req.host, req.signal);
+      scheme = this.transport.schemes(req.host)[0] ?? 'https';
+      url = req.url ?? new URL(`${scheme}://${req.host}${req.path ?? '/v2/'}`);
+    };
     let reauthed = false;
     let redirects = 0;
     let method = req.method;
@@ -414,9 +425,32 @@ export class RegistryClient {
         res = await this.transport.send({ method, url, headers, ...(req.body !== undefined && redirects === 0 ? { body: req.body } : {}), ...(req.signal ? { signal: req.signal } : {}) });
       } catch (e) {
         if (!(e instanceof NetworkFailure)) throw e;
+        if (probe) {
+          await unprobe();
+          continue;
+        }
         if (e.tls || !retry || !replayable || attempt >= this.retries) throw this.networkError(url.host, req.what, e);
         await sleep(this.backoff(attempt++), req.signal);
         continue;
+      }
+      if (probe) {
+        if (res.status === 401 || (res.status >= 200 && res.status < 400)) {
+          // The host answers as a registry on this scheme.
+          probe = false;
+          this.transport.rememberScheme(req.host, scheme);
+          const h = this.hostAuth(req.host);
+          if (res.status !== 401) h.challenge ??= { scheme: 'none' };
+          else if (!parseChallenge(res.headers['www-authenticate'])) {
+            // As the ping: a 401 that does not say how means Basic.
+            challenge = { scheme: 'basic' };
+            h.challenge ??= challenge;
+          }
+        } else if (!isRetryableStatus(res.status)) {
+          discard(res);
+          await unprobe();
+          continue;
+        }
+        // A 429 or 5xx is retried below as any answer is (the retry probes again), or returned.
       }
       if (res.status === 401 && sameHost && !reauthed && replayable) {
         reauthed = true;

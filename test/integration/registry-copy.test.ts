@@ -7,6 +7,8 @@
 import { strict as assert } from 'node:assert';
 import { existsSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { describe, it, before } from 'node:test';
 import { ArchwayError } from '../../src/util/index.js';
@@ -143,6 +145,31 @@ describe('copy between two real registries', () => {
     );
     assert.equal(existsSync(repositoryLayerLinkPath(b, 'liar/app', big.desc.digest)), false, 'the lied-about blob is not in the repository');
     await assert.rejects(client().getManifest(parseReference(`${b.host}/liar/app:v1`)), (e: unknown) => e instanceof ArchwayError && e.code === 'NOT_FOUND');
+  });
+});
+
+describe('first requests', () => {
+  it('a fresh client reads a tag with one request (no ping first); a host that is no registry is still named as such', async () => {
+    const reg = await startRegistry({ kind: 'anonymous' });
+    const proxy = await startFaultProxy(reg);
+    const one = multiArch(['linux/amd64'], [1024]);
+    const c = new RegistryClient({ credentials: new StaticCredentials({}) });
+    await publish(c, `${reg.host}/first/app`, one, 'v1');
+    const fresh = new RegistryClient({ credentials: new StaticCredentials({}) });
+    const m = await fresh.getManifest(parseReference(`${proxy.host}/first/app:v1`));
+    assert.equal(m.digest, one.index.desc.digest);
+    assert.deepEqual(proxy.requests.map((q) => `${q.method} ${q.path}`), ['GET /v2/first/app/manifests/v1']);
+    // An HTTP server that is not a registry.
+    const server = http.createServer((_req, res) => {
+      res.writeHead(404, { 'content-type': 'text/html' });
+      res.end('<h1>nothing here</h1>');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+    await assert.rejects(fresh.getManifest(parseReference(`${host}/x/y:z`)), (e: unknown) => e instanceof ArchwayError && e.code === 'REGISTRY' && /does not answer as a registry/.test(e.message));
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    c.close();
+    fresh.close();
   });
 });
 
