@@ -32,7 +32,7 @@ import { parseDigest, type Digest } from '../oci/index.js';
 import { ArchwayError, HashingCounter, abortError, isErrnoException, throwIfAborted } from '../util/index.js';
 import { createDecompressor, sniffCompression } from './compress.js';
 import { TarReader, type TarHeader } from './tar.js';
-import { Helper, type XattrItem } from './xattr.js';
+import { sharedHelper, type Helper, type XattrItem } from './xattr.js';
 
 const C = fs.constants;
 
@@ -144,7 +144,7 @@ class Applier {
   private readonly knownDirs = new Set<string>();
   private readonly dirs = new Map<string, DirMeta>();
   private readonly xattrs: XattrItem[] = [];
-  /** The python3 helper, started on first need; null when python3 is missing. */
+  /** The process's python3 helper, asked for on first need; null when python3 is missing. */
   private helper: Helper | null | undefined;
   skippedXattrs = 0;
 
@@ -259,7 +259,7 @@ class Applier {
   }
 
   private async mknod(rel: string, full: string, kind: NodeKind, mode: number, major: number, minor: number): Promise<void> {
-    if (this.helper === undefined) this.helper = Helper.start(this.opts.signal) ?? null;
+    if (this.helper === undefined) this.helper = sharedHelper() ?? null;
     if (this.helper !== null && (await this.helper.mknod(this.root, rel, { kind, mode, major, minor }))) return;
     this.helper = null;
     const args = ['-m', (mode & 0o7777).toString(8), full, kind];
@@ -423,7 +423,7 @@ class Applier {
   /** xattrs, then directory modes and mtimes, deepest first, after their contents were written. */
   async finish(): Promise<void> {
     if (this.xattrs.length > 0) {
-      if (this.helper === undefined) this.helper = Helper.start(this.opts.signal) ?? null;
+      if (this.helper === undefined) this.helper = sharedHelper() ?? null;
       this.skippedXattrs +=
         this.helper === null ? this.xattrs.reduce((n, i) => n + Object.keys(i.xattrs).length, 0) : await this.helper.setXattrs(this.root, this.xattrs);
     }
@@ -439,10 +439,6 @@ class Applier {
         fs.closeSync(fd);
       }
     }
-  }
-
-  async close(): Promise<void> {
-    await this.helper?.close();
   }
 }
 
@@ -508,7 +504,6 @@ export async function applyLayer(input: Readable, targetDir: string, opts: Apply
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
     reader.close();
-    await applier.close().catch(() => undefined);
     // On failure nothing reads the source any more; release it (file descriptors, sockets).
     if (!input.readableEnded && !input.destroyed) input.destroy();
   }

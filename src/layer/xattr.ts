@@ -259,11 +259,16 @@ export interface XattrItem {
  */
 let shared: Helper | undefined;
 
+/** The process's helper (started now if need be), or undefined when python3 is missing. */
+export function sharedHelper(): Helper | undefined {
+  if (shared === undefined || !shared.alive) shared = Helper.start();
+  return shared;
+}
+
 async function once<T>(signal: AbortSignal | undefined, fn: (h: Helper) => Promise<T>, missing: T): Promise<T> {
   throwIfAborted(signal);
-  if (shared === undefined || !shared.alive) shared = Helper.start();
-  if (shared === undefined) return missing;
-  return fn(shared);
+  const h = sharedHelper();
+  return h === undefined ? missing : fn(h);
 }
 
 /** Sets xattrs in one helper run. Returns the number that could not be set (no python3, or refused). */
