@@ -23,10 +23,10 @@ test('copy all: byte-for-byte, digests kept, tag written last', async () => {
   assert.equal((await dst.resolve('latest')).digest, index.digest);
   const report = await validateImageTree(dst, await dst.resolve('v1'));
   assert.deepEqual(report.platforms.sort(), ['linux/amd64', 'linux/arm/v7', 'linux/arm64']);
-  // Copying again skips every blob.
+  // Copying again sends nothing: the destination holds the index, so nothing under it is asked about.
   const again = await copyImage(src, 'v1', dst, ['v1'], {});
   assert.equal(again.stats.blobsCopied, 0);
-  assert.ok(again.stats.blobsSkipped > 0);
+  assert.equal(again.stats.present, true);
 });
 
 test('copy --platform subset writes a new index with those platforms and their attestations', async () => {

@@ -89,6 +89,7 @@ async function copyWithin(src: ContentSource, srcRef: string, dst: ContentTarget
   let result: Descriptor;
   let platforms: string[];
   let rewritten = false;
+  let present = false;
   const what = `${src.name}:${srcRef}`;
 
   if (!isIndex(parsed)) {
@@ -152,16 +153,25 @@ async function copyWithin(src: ContentSource, srcRef: string, dst: ContentTarget
       }
       return true;
     });
-    // The images' manifests are read all at once, then walked in order.
-    const reads = readAhead(src, kept, c);
-    for (const [i, child] of kept.entries()) {
-      const r = await planNode(src, child, plan, ctx, 1, reads[i]);
-      if (r.dropped) {
-        changed = true;
-        continue;
+    // When the index is copied byte for byte, the destination is asked first whether it holds
+    // it: then it holds everything under it, and the images' manifests are not read at all
+    // (reading them meanwhile and stopping them cost more than the round trip). Otherwise they
+    // are read all at once, then walked in order.
+    if (keepsRoot && (await plan.exists(dst, rootActual, c))) {
+      present = true;
+      children.push(...kept);
+      opts.progress?.emit({ kind: 'message', level: 'info', text: `${dst.name} holds ${shortDigest(rootActual.digest)} and everything under it already` });
+    } else {
+      const reads = readAhead(src, kept, c);
+      for (const [i, child] of kept.entries()) {
+        const r = await planNode(src, child, plan, ctx, 1, reads[i]);
+        if (r.dropped) {
+          changed = true;
+          continue;
+        }
+        if (r.rewritten) changed = true;
+        children.push(r.descriptor);
       }
-      if (r.rewritten) changed = true;
-      children.push(r.descriptor);
     }
     const wantType = opts.format === 'docker' ? 'application/vnd.docker.distribution.manifest.list.v2+json' : opts.format === 'oci' ? 'application/vnd.oci.image.index.v1+json' : parsed.mediaType;
     platforms = children.filter((d) => !isAttestation(d) && d.platform).map((d) => formatPlatform(d.platform as Platform));
@@ -182,7 +192,9 @@ async function copyWithin(src: ContentSource, srcRef: string, dst: ContentTarget
     }
   }
 
-  const stats = await executePlan(src, dst, plan, { ...c, ...(opts.concurrency ? { concurrency: opts.concurrency } : {}), ...(opts.limiter ? { limiter: opts.limiter } : {}), ...(opts.mount === false ? { mount: false } : {}) });
+  const stats: ExecuteStats = present
+    ? { blobsCopied: 0, blobsSkipped: 0, blobsMounted: 0, bytesCopied: 0, manifestsPushed: 0, present: true }
+    : await executePlan(src, dst, plan, { ...c, ...(opts.concurrency ? { concurrency: opts.concurrency } : {}), ...(opts.limiter ? { limiter: opts.limiter } : {}), ...(opts.mount === false ? { mount: false } : {}) });
   const tags: string[] = [];
   for (const ref of dstRefs) {
     throwIfAborted(opts.signal);

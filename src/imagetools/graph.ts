@@ -238,6 +238,8 @@ export interface ExecuteStats {
   blobsMounted: number;
   bytesCopied: number;
   manifestsPushed: number;
+  /** The destination held the root already: nothing under it was read, asked about or sent. */
+  present?: boolean;
 }
 
 /** Makes a blob present that the target lacks: mounted when the target can, else streamed (never buffered). */
