@@ -162,6 +162,8 @@ async function copyWithin(src: ContentSource, srcRef: string, dst: ContentTarget
       children.push(...kept);
       opts.progress?.emit({ kind: 'message', level: 'info', text: `${dst.name} holds ${shortDigest(rootActual.digest)} and everything under it already` });
     } else {
+      // It lacks the index: ask about the images' manifests while they are read.
+      if (keepsRoot) for (const d of kept) void plan.exists(dst, d, c);
       const reads = readAhead(src, kept, c);
       for (const [i, child] of kept.entries()) {
         const r = await planNode(src, child, plan, ctx, 1, reads[i]);

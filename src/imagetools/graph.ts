@@ -344,7 +344,12 @@ export async function executePlan(src: ContentSource, dst: ContentTarget, plan: 
         p = (async () => {
           if (await plan.exists(dst, m.descriptor, call)) return;
           neededManifests.add(m.descriptor.digest);
-          for (const b of m.blobs) neededBlobs.add(b);
+          for (const b of m.blobs) {
+            neededBlobs.add(b);
+            // Asked about now, not after every manifest has been.
+            const d = plan.blobs.get(b);
+            if (d) void plan.exists(dst, d, call);
+          }
           await allOrFirstError(
             m.manifests.flatMap((c) => {
               const child = plan.manifest(c);
