@@ -327,8 +327,7 @@ export class Store implements ContentTarget {
     }
   }
 
-  /** Every digest string named by any cache record. */
-  /** Digests the cache records keep alive; `only`: just these record files (a dry run's survivors). */
+  /** Every digest string named by a cache record (the records keep them alive); `only`: just these record files (a dry run's survivors). */
   private async cacheRoots(opts: SignalOptions, only?: Set<string>): Promise<Set<Digest>> {
     const out = new Set<Digest>();
     let names: string[];
