@@ -266,7 +266,9 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
   });
 
   const labels = { ...provenanceLabels(opts.context), ...(opts.labels ?? {}) };
-  const jobs = new Limiter(Math.max(1, opts.jobs ?? cpus().length));
+  // RUN steps are bounded by the cores on their own (the solver's run limiter); the rest of a
+  // platform's work is mostly waiting on files, so by default every platform goes at once (up to 8).
+  const jobs = new Limiter(Math.max(1, opts.jobs ?? Math.min(8, Math.max(cpus().length, plan.targets.length))));
   let settled: Array<PromiseSettledResult<Descriptor>>;
   try {
     settled = await Promise.allSettled(

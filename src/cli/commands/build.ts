@@ -77,7 +77,7 @@ Examples:
     'no-cache': { type: 'boolean', help: 'run every step, ignoring the cache' },
     progress: { type: 'string', default: 'auto', help: 'MODE:auto, tty, plain or json' },
     network: { type: 'string', default: 'default', help: 'MODE:network for RUN steps: default, none or host' },
-    jobs: { type: 'string', help: 'N:how many platforms build at once (default: cores)' },
+    jobs: { type: 'string', help: 'N:how many platforms build at once (default: all, up to 8; RUN steps never exceed the cores)' },
     'optional-platform': { type: 'string', multiple: true, help: 'PLATFORM:may fail; the index is published without it' },
     index: { type: 'boolean', help: 'publish an index even for one platform' },
     'push-by-digest': { type: 'boolean', help: 'push each platform by digest, without a tag (for builds split across CI runners)' },

@@ -16,7 +16,7 @@ localhost:5000/mirror/library/golang:1.17. Images come from the arguments or --f
     to: { type: 'string', help: 'PREFIX:registry and path prefix to copy under' },
     file: { type: 'string', short: 'f', help: 'FILE:images to mirror, one per line' },
     jobs: { type: 'string', short: 'j', help: 'N:images copied at once (default 3)' },
-    concurrency: { type: 'string', help: 'N:blobs copied at once per image (default 4)' },
+    concurrency: { type: 'string', help: 'N:blobs copied at once, across all the images (default 4)' },
     'multi-arch': { type: 'string', default: 'all', help: 'WHAT:all, system or index-only' },
     platform: { type: 'string', help: 'PLATFORMS:mirror only these platforms (new indexes)' },
     format: { type: 'string', help: 'FORMAT:oci or docker' },
