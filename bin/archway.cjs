@@ -15,7 +15,12 @@ try {
 } catch {
   cachedData = undefined;
 }
-const script = new vm.Script(wrap(fs.readFileSync(file, 'utf8')), { filename: file, cachedData });
+const script = new vm.Script(wrap(fs.readFileSync(file, 'utf8')), {
+  filename: file,
+  cachedData,
+  // import() of Node's own modules inside the bundle, on a Node without process.getBuiltinModule.
+  ...(vm.constants?.USE_MAIN_CONTEXT_DEFAULT_LOADER ? { importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER } : {}),
+});
 const bundle = { exports: {} };
 script.runInThisContext()(bundle.exports, createRequire(file), bundle, file, path.dirname(file));
 if (cachedData === undefined || script.cachedDataRejected) {

@@ -4,13 +4,33 @@
  * never go to another host). Retries and auth live in client.ts.
  */
 import { readFileSync } from 'node:fs';
-import * as http from 'node:http';
-import * as https from 'node:https';
-import * as tls from 'node:tls';
+import type * as http from 'node:http';
+import type * as https from 'node:https';
+import type * as tls from 'node:tls';
 import type { Readable } from 'node:stream';
 import { ArchwayError, LIMITS, abortError, errorMessage, readAllLimited, redact } from '../util/index.js';
 import { endpointFor, type Endpoint, type HostSettings } from './settings.js';
 
+
+interface NetModules {
+  http: typeof http;
+  https: typeof https;
+  tls: typeof tls;
+}
+
+/**
+ * Node's HTTP and TLS modules, loaded on the first request: they cost ~7 ms of start-up that
+ * commands which never talk to a registry (a cached build, run) would pay for nothing.
+ */
+let netModules: Promise<NetModules> | undefined;
+function loadNet(): Promise<NetModules> {
+  // process.getBuiltinModule (Node 20.16+) loads synchronously and works in bin/archway.cjs's vm script.
+  const get = process.getBuiltinModule?.bind(process);
+  netModules ??= get
+    ? Promise.resolve({ http: get('node:http'), https: get('node:https'), tls: get('node:tls') })
+    : Promise.all([import('node:http'), import('node:https'), import('node:tls')]).then(([h, hs, t]) => ({ http: h, https: hs, tls: t }));
+  return netModules;
+}
 
 /**
  * The certificates of NODE_EXTRA_CA_CERTS, which bin/archway passes on as ARCHWAY_EXTRA_CA_CERTS
@@ -109,7 +129,7 @@ export class Transport {
     this.conn(host).scheme = scheme;
   }
 
-  private agent(url: URL): http.Agent {
+  private agent(url: URL, { http, https, tls }: NetModules): http.Agent {
     const c = this.conn(url.host);
     if (url.protocol === 'http:') {
       c.httpAgent ??= new http.Agent({ keepAlive: true, maxSockets: this.options.maxSockets });
@@ -119,7 +139,7 @@ export class Transport {
       // Without verification no CA is read at all; with it, one context per set of CA files is
       // shared by every host that uses it (parsing the root store with NODE_EXTRA_CA_CERTS's
       // bundle costs tens of milliseconds each time).
-      const secureContext = c.endpoint.verify ? this.secureContext(c.endpoint.ca, url.host) : undefined;
+      const secureContext = c.endpoint.verify ? this.secureContext(c.endpoint.ca, url.host, tls) : undefined;
       c.httpsAgent = new https.Agent({
         keepAlive: true,
         maxSockets: this.options.maxSockets,
@@ -131,7 +151,7 @@ export class Transport {
   }
 
   /** The configured CAs (and NODE_EXTRA_CA_CERTS's) in addition to the system's; undefined: Node's default. */
-  private secureContext(files: readonly string[], host: string): tls.SecureContext | undefined {
+  private secureContext(files: readonly string[], host: string, tls: NetModules['tls']): tls.SecureContext | undefined {
     const extra = extraCaCertificates();
     if (files.length === 0 && !extra) return undefined;
     const key = files.join('\n');
@@ -151,15 +171,19 @@ export class Transport {
   }
 
   send(opts: SendOptions): Promise<HttpResponse> {
+    return loadNet().then((net) => this.sendWith(net, opts));
+  }
+
+  private sendWith(net: NetModules, opts: SendOptions): Promise<HttpResponse> {
     const { signal } = opts;
     if (signal?.aborted) return Promise.reject(abortError(signal));
     const url = opts.url;
-    const mod = url.protocol === 'https:' ? https : http;
+    const mod = url.protocol === 'https:' ? net.https : net.http;
     const headers: Record<string, string> = { 'user-agent': this.options.userAgent, ...opts.headers };
     if (Buffer.isBuffer(opts.body)) headers['content-length'] = String(opts.body.length);
     let agent: http.Agent;
     try {
-      agent = this.agent(url);
+      agent = this.agent(url, net);
     } catch (e) {
       return Promise.reject(e);
     }
