@@ -236,7 +236,11 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
     const triggers = image.config.config?.OnBuild ?? [];
     if (triggers.length > 0) baseTriggers.set(k, triggers);
   }
-  if (baseEnvs.size > 0) {
+  // Planning again only matters when a base's variable is used in the Dockerfile (or a base has
+  // triggers); the names it mentions are a safe over-approximation of what expansion reads.
+  const mentioned = new Set([...first.text.matchAll(/\$\{?([A-Za-z_][A-Za-z0-9_]*)/g)].map((m) => m[1]));
+  const envMatters = [...baseEnvs.values()].some((env) => Object.keys(env).some((k) => mentioned.has(k)));
+  if (envMatters || baseTriggers.size > 0) {
     plan = planBuild({
       ...planInputs(opts, first.text, first.file),
       baseImageEnv: (ref, p) => baseEnvs.get(`${ref}\0${formatPlatform(p)}`),

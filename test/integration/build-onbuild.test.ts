@@ -85,5 +85,13 @@ describe('ONBUILD triggers of a base image', () => {
     const p2 = expectCode(await aw(['build', parent2]), 2, 'a misspelt trigger is refused when it is written');
     assert.match(p2.stderr, /RUNN/);
   });
-});
 
+  test("a base's ENV is seen by the Dockerfile built on it (ENV X=$FOO), and only then does planning read it", async () => {
+    const parent = write(join(home.dir, 'env-parent'), { Dockerfile: `FROM ${BASE}\nENV FOO=from-base\n` });
+    expectCode(await aw(['build', '--platform', 'linux/amd64', '-t', 'env-parent:1', parent]), 0, 'build the parent');
+    const child = write(join(home.dir, 'env-child'), { Dockerfile: 'FROM env-parent:1\nENV X=$FOO-x\nRUN echo "$X ${UNSET:-none}" > /x.txt\n' });
+    expectCode(await aw(['build', '--platform', 'linux/amd64', '-t', 'env-child:1', child]), 0, 'build the child');
+    const r = expectCode(await aw(['run', 'env-child:1', 'sh', '-c', 'echo $X; cat /x.txt']), 0, 'run the child');
+    assert.equal(r.stdout, 'from-base-x\nfrom-base-x none\n');
+  });
+});
