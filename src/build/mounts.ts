@@ -15,11 +15,10 @@
  * cleanStaleMounts() sweeps after a crash. Mount targets sit in the overlay as stubs that the
  * sandbox removes after the run, so only what the command wrote elsewhere reaches the layer.
  */
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { ArchwayError, isErrnoException } from '../util/index.js';
+import { ArchwayError, isErrnoException, runTool } from '../util/index.js';
 import type { CopySource, Mount } from '../graph/index.js';
 import type { SandboxBind } from '../sandbox/index.js';
 import { withLock, type Store } from '../store/index.js';
@@ -47,16 +46,6 @@ export interface PreparedMounts {
 
 /** Cache mounts in use by this process, for sharing=private. */
 const cacheInUse = new Map<string, number>();
-
-function run(cmd: string, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new ArchwayError('SANDBOX', `${cmd} ${args.join(' ')} failed: ${err.trim()}`))));
-  });
-}
 
 function mountTarget(target: string, cwd: string): string {
   return path.posix.resolve(cwd || '/', target);
@@ -160,7 +149,7 @@ async function bindMount<T>(env: MountEnv, m: Mount, target: string, next: (b: S
     const dir = await tempDir(env.store, 'bind-');
     try {
       const copy = path.join(dir, 'root');
-      await run('cp', ['-a', '--reflink=auto', '--', host, copy]);
+      await runTool('cp', ['-a', '--reflink=auto', '--', host, copy], { code: 'SANDBOX' });
       return await next({ source: copy, target, readonly: false });
     } finally {
       await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
@@ -229,7 +218,7 @@ async function createCacheDir(env: MountEnv, m: Mount, dir: string): Promise<voi
     await withMergedRoot(snapshots, path.join(env.store.tmpDir, 'mounts'), async (root) => {
       const host = await resolveInRoot(root, m.source ?? '/', { followLast: true });
       if (host === undefined || !(await exists(host))) throw notFound(env, m.source ?? '/', label);
-      await run('cp', ['-a', '--reflink=auto', '--', host, tmp]);
+      await runTool('cp', ['-a', '--reflink=auto', '--', host, tmp], { code: 'SANDBOX' });
     });
   } else {
     await fs.mkdir(tmp);
@@ -251,11 +240,11 @@ async function withTmpfs<T>(env: MountEnv, size: number | undefined, fn: (dir: s
   await fs.mkdir(scratch, { recursive: true });
   const dir = await fs.mkdtemp(path.join(scratch, 'tmpfs-'));
   try {
-    await run('mount', ['-t', 'tmpfs', '-o', `nosuid,nodev,mode=${mode}${size ? `,size=${size}` : ''}`, 'tmpfs', dir]);
+    await runTool('mount', ['-t', 'tmpfs', '-o', `nosuid,nodev,mode=${mode}${size ? `,size=${size}` : ''}`, 'tmpfs', dir], { code: 'SANDBOX' });
     try {
       return await fn(dir);
     } finally {
-      await run('umount', [dir]).catch(() => run('umount', ['-l', dir]));
+      await runTool('umount', [dir], { code: 'SANDBOX' }).catch(() => runTool('umount', ['-l', dir], { code: 'SANDBOX' }));
     }
   } finally {
     await fs.rmdir(dir).catch(() => undefined);

@@ -1,7 +1,6 @@
-import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { ArchwayError, errorMessage } from '../util/index.js';
+import { runTool, errorMessage } from '../util/index.js';
 import { writeLayerFromDiff, writeLayerFromOverlayUpper, type LayerInfo, type WriteLayerOptions } from '../layer/index.js';
 import {
   isOverlayFailure,
@@ -46,16 +45,6 @@ export async function readFileFromLayers(snapshots: readonly string[], rel: stri
   return fs.readFile(hit.host, 'utf8');
 }
 
-function run(cmd: string, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new ArchwayError('SANDBOX', `${cmd} ${args.join(' ')} failed: ${err.trim()}`))));
-  });
-}
-
 /** Whether this process should make roots by copying (the setting, or overlayfs known not to work). */
 async function useCopy(driver: RootfsDriver | undefined): Promise<{ copy: boolean; driver: RootfsDriver }> {
   const d = driver ?? (await rootfsDriverSetting());
@@ -82,7 +71,7 @@ export async function withMergedRoot<T>(snapshots: readonly string[], scratch: s
       const lower = [...snapshots].reverse().map((s) => s.replace(/[:,\\]/g, '\\$&')).join(':');
       let mounted = false;
       try {
-        await run('mount', ['-t', 'overlay', 'overlay', '-o', `ro,lowerdir=${lower}`, dir]);
+        await runTool('mount', ['-t', 'overlay', 'overlay', '-o', `ro,lowerdir=${lower}`, dir], { code: 'SANDBOX' });
         mounted = true;
       } catch (e) {
         if (how.driver === 'overlay') throw e;
@@ -93,7 +82,7 @@ export async function withMergedRoot<T>(snapshots: readonly string[], scratch: s
         try {
           return await fn(dir);
         } finally {
-          await run('umount', [dir]).catch(() => run('umount', ['-l', dir]));
+          await runTool('umount', [dir], { code: 'SANDBOX' }).catch(() => runTool('umount', ['-l', dir], { code: 'SANDBOX' }));
         }
       }
     }
@@ -167,5 +156,5 @@ export async function cleanStaleMounts(scratch: string): Promise<void> {
     .map((l) => l.split(' ')[4])
     .filter((m): m is string => m !== undefined && (m + path.sep).startsWith(prefix))
     .sort((a, b) => b.length - a.length);
-  for (const m of mounts) await run('umount', ['-l', m]).catch(() => undefined);
+  for (const m of mounts) await runTool('umount', ['-l', m], { code: 'SANDBOX' }).catch(() => undefined);
 }

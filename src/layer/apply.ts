@@ -23,13 +23,12 @@
  * The check-then-use window against *another* process racing in the same tree is not closed
  * (Node has no openat2); layers are applied into directories nobody else writes to.
  */
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream';
 import type { Readable } from 'node:stream';
 import { parseDigest, type Digest } from '../oci/index.js';
-import { ArchwayError, HashingCounter, abortError, isErrnoException, throwIfAborted } from '../util/index.js';
+import { ArchwayError, HashingCounter, abortError, isErrnoException, runTool, throwIfAborted } from '../util/index.js';
 import { createDecompressor, sniffCompression } from './compress.js';
 import { TarReader, type TarHeader } from './tar.js';
 import { sharedHelper, type Helper, type XattrItem } from './xattr.js';
@@ -97,16 +96,6 @@ function lstat(p: string): fs.Stats | undefined {
 
 function isExists(e: unknown): boolean {
   return isErrnoException(e, 'EEXIST');
-}
-
-function run(cmd: string, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd}: ${err.trim()}`))));
-  });
 }
 
 /** Counts and hashes the uncompressed stream and stops it past the byte limit. */
@@ -263,7 +252,7 @@ class Applier {
     if (this.helper !== null && (await this.helper.mknod(this.root, rel, { kind, mode, major, minor }))) return;
     this.helper = null;
     const args = ['-m', (mode & 0o7777).toString(8), full, kind];
-    await run('mknod', kind === 'p' ? args : [...args, String(major), String(minor)]);
+    await runTool('mknod', kind === 'p' ? args : [...args, String(major), String(minor)], { code: 'STORAGE' });
   }
 
   async apply(h: TarHeader): Promise<void> {

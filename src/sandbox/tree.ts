@@ -19,12 +19,11 @@
  * layer (`/etc -> /host/etc`) is replaced, never followed. cp itself never follows a link of the
  * source (-a implies -P).
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promises as fs, type Stats } from 'node:fs';
 import * as path from 'node:path';
 import { parse as parseToml } from 'smol-toml';
-import { ArchwayError, errorMessage, isErrnoException, throwIfAborted } from '../util/index.js';
+import { ArchwayError, errorMessage, isErrnoException, runTool, throwIfAborted } from '../util/index.js';
 import { getXattrs } from '../layer/index.js';
 import { defaultConfigPath } from '../registry/index.js';
 
@@ -94,21 +93,6 @@ export function overlayUnavailable(): string | undefined {
 /** True for the overlay-mount failure of runInSandbox, which 'auto' answers with a copied tree. */
 export function isOverlayFailure(e: unknown): e is ArchwayError {
   return e instanceof ArchwayError && e.code === 'SANDBOX' && e.details['reason'] === 'overlay';
-}
-
-function runTool(cmd: string, args: string[], signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], ...(signal ? { signal } : {}) });
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => {
-      if (err.length < 8192) err += d.toString();
-    });
-    child.on('error', (e) => reject(signal?.aborted ? e : new ArchwayError('SANDBOX', `cannot run ${cmd}: ${e.message}`, { cause: e })));
-    child.on('close', (code) => {
-      if (code === 0) resolve();
-      else reject(new ArchwayError('STORAGE', `${cmd} ${args.join(' ')} failed: ${err.trim() || `exit ${code}`}`));
-    });
-  });
 }
 
 const OPAQUE_XATTRS = ['trusted.overlay.opaque', 'user.overlay.opaque'];
@@ -191,7 +175,7 @@ export async function mergeLayers(layers: readonly string[], dest: string, opts:
     for (const { rel, st } of plan) if (isWhiteout(st)) whiteouts.push(rel);
     // Pass 2: copy (or link) the layer over what is left.
     const cpArgs = opts.mode === 'link' ? ['-a', '-l'] : ['-a', '--reflink=auto'];
-    await runTool('cp', [...cpArgs, '--', `${layer}/.`, `${dest}/`], s);
+    await runTool('cp', [...cpArgs, '--', `${layer}/.`, `${dest}/`], { code: 'STORAGE', ...s });
     // Pass 3: the whiteouts came along as devices; drop them and give their directories back
     // the layer's times (removing an entry touched them).
     const parents = new Set<string>();
@@ -230,7 +214,7 @@ export async function removeTree(dir: string, userns?: readonly string[]): Promi
   } catch (e) {
     if (!userns || userns.length === 0) throw e;
   }
-  await runTool('unshare', [...userns, '--', 'rm', '-rf', '--', dir]);
+  await runTool('unshare', [...userns, '--', 'rm', '-rf', '--', dir], { code: 'STORAGE' });
 }
 
 /**

@@ -2,3 +2,4 @@ export * from './errors.js';
 export * from './redact.js';
 export * from './streams.js';
 export * from './concurrency.js';
+export * from './process.js';
