@@ -10,9 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { archway, expectCode, tempHome } from '../support/cli.js';
-import { makeBusyboxContext } from '../support/make-busybox-context.js';
-import { parsePlatformList } from '../../src/oci/index.js';
+import { archway, buildBusyboxBase, expectCode, tempHome } from '../support/cli.js';
 
 const PLATFORMS = 'linux/amd64,linux/arm64';
 const BASE = 'archway-test/busybox:mounts';
@@ -49,9 +47,7 @@ function archiveBlobs(archive: string): Buffer[] {
 
 before(async () => {
   expectCode(await aw(['binfmt', '--install', 'arm64']), 0, 'binfmt --install arm64');
-  const ctx = join(home.dir, 'busybox-ctx');
-  await makeBusyboxContext(ctx, parsePlatformList(PLATFORMS));
-  expectCode(await aw(['build', '--platform', PLATFORMS, '-t', BASE, ctx]), 0, 'build the busybox base');
+  await buildBusyboxBase(home.dir, home.env, PLATFORMS, BASE);
 });
 
 after(() => home.cleanup());

@@ -7,9 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { archway, expectCode, runCommand, tempHome } from '../support/cli.js';
-import { makeBusyboxContext } from '../support/make-busybox-context.js';
-import { parsePlatformList } from '../../src/oci/index.js';
+import { archway, buildBusyboxBase, expectCode, runCommand, tempHome } from '../support/cli.js';
 
 const PLATFORMS = 'linux/amd64,linux/arm64';
 const BASE = 'archway-test/busybox:onbuild';
@@ -27,9 +25,7 @@ function aw(args: string[]): ReturnType<typeof archway> {
 
 before(async () => {
   expectCode(await aw(['binfmt', '--install', 'arm64']), 0, 'binfmt --install arm64');
-  const ctx = join(home.dir, 'busybox-ctx');
-  await makeBusyboxContext(ctx, parsePlatformList(PLATFORMS));
-  expectCode(await aw(['build', '--platform', PLATFORMS, '-t', BASE, ctx]), 0, 'build the busybox base');
+  await buildBusyboxBase(home.dir, home.env, PLATFORMS, BASE);
 });
 
 after(() => home.cleanup());

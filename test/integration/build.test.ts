@@ -7,10 +7,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { archway, expectCode, runCommand, tempHome } from '../support/cli.js';
+import { archway, buildBusyboxBase, expectCode, runCommand, tempHome } from '../support/cli.js';
 import { startRegistry, type TestRegistry } from '../support/registries.js';
-import { makeBusyboxContext } from '../support/make-busybox-context.js';
-import { parsePlatformList, formatPlatform } from '../../src/oci/index.js';
+import { formatPlatform } from '../../src/oci/index.js';
 
 const PLATFORMS = 'linux/amd64,linux/arm64,linux/arm/v7,linux/ppc64le,linux/s390x,linux/386';
 const UNAME: Record<string, string> = {
@@ -46,9 +45,7 @@ function stepLines(out: string, marker: string): string[] {
 
 before(async () => {
   expectCode(await aw(['binfmt', '--install', 'arm64,arm,ppc64le,s390x']), 0, 'binfmt --install');
-  const ctx = join(home.dir, 'busybox-ctx');
-  await makeBusyboxContext(ctx, parsePlatformList(PLATFORMS));
-  expectCode(await aw(['build', '--progress', 'plain', '--platform', PLATFORMS, '-t', BASE, ctx]), 0, 'build the busybox base');
+  await buildBusyboxBase(home.dir, home.env, PLATFORMS, BASE);
 });
 
 after(() => home.cleanup());

@@ -6,9 +6,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { archway, expectCode, tempHome } from '../support/cli.js';
-import { makeBusyboxContext } from '../support/make-busybox-context.js';
-import { parsePlatformList } from '../../src/oci/index.js';
+import { archway, buildBusyboxBase, expectCode, tempHome } from '../support/cli.js';
 
 const BASE = 'archway-test/busybox:prune';
 const home = tempHome('archway-prune-');
@@ -16,9 +14,7 @@ const aw = (args: string[]): ReturnType<typeof archway> => archway(args, { env: 
 const app = join(home.dir, 'app');
 
 before(async () => {
-  const ctx = join(home.dir, 'busybox-ctx');
-  await makeBusyboxContext(ctx, parsePlatformList('linux/amd64'));
-  expectCode(await aw(['build', '--platform', 'linux/amd64', '-t', BASE, ctx]), 0, 'build the busybox base');
+  await buildBusyboxBase(home.dir, home.env, 'linux/amd64', BASE);
   mkdirSync(app);
   writeFileSync(join(app, 'note.txt'), 'kept by the image\n');
   writeFileSync(

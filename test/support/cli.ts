@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parsePlatformList } from '../../src/oci/index.js';
+import { makeBusyboxContext } from './make-busybox-context.js';
 
 export const ARCHWAY_BIN = fileURLToPath(new URL('../../../bin/archway', import.meta.url));
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -61,4 +63,14 @@ export function tempHome(prefix = 'archway-test-'): { env: NodeJS.ProcessEnv; di
 export function expectCode(r: CliResult, code: number, what: string): CliResult {
   if (r.code !== code) throw new Error(`${what}: exit ${r.code}, expected ${code}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`);
   return r;
+}
+
+/**
+ * Builds the busybox base image `tag` for `platforms` (from Debian's busybox-static) into the store
+ * of `env`, with archway itself, as the integration tests' FROM.
+ */
+export async function buildBusyboxBase(dir: string, env: NodeJS.ProcessEnv, platforms: string, tag: string): Promise<void> {
+  const ctx = join(dir, `busybox-ctx-${tag.replace(/[^a-z0-9]+/gi, '-')}`);
+  await makeBusyboxContext(ctx, parsePlatformList(platforms));
+  expectCode(await archway(['build', '--progress', 'plain', '--platform', platforms, '-t', tag, ctx], { env }), 0, `build the busybox base ${tag}`);
 }
