@@ -3,7 +3,7 @@
 # binfmt_misc mounted, and the npm dependencies. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(docker-registry skopeo podman runc buildah qemu-user-static umoci busybox-static zstd openssl apache2-utils uidmap iproute2 util-linux fuse-overlayfs dpkg-dev time python3)
+packages=(docker-registry skopeo podman runc buildah qemu-user-static umoci busybox-static zstd openssl apache2-utils uidmap iproute2 util-linux fuse-overlayfs dpkg-dev time python3 git hostname)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
