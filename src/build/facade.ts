@@ -209,6 +209,8 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
   const progress = opts.progress ?? nullProgress;
   const signalOpt = opts.signal ? { signal: opts.signal } : {};
   const first = await planDockerfile(opts);
+  // A missing secret file is the user's input: say so before any base is pulled or step runs.
+  const secrets = await loadSecrets(opts.secrets ?? [], opts.env ?? process.env);
   const { ignore } = first;
   let plan = first.plan;
   const warnings = plan.warnings.map((w) => `${w.file}:${w.line}: ${w.message}`);
@@ -253,7 +255,6 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
   const envEpoch = (opts.env ?? process.env).SOURCE_DATE_EPOCH;
   const sourceDateEpoch = envEpoch && /^\d+$/.test(envEpoch) ? Number(envEpoch) : undefined;
   const contextTree: SourceTree = { label: 'build context', root: path.resolve(opts.context), ignored: ignore, filtered: first.filtered };
-  const secrets = await loadSecrets(opts.secrets ?? [], opts.env ?? process.env);
   const solver = new Solver({
     store,
     contextTree,
