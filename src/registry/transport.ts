@@ -12,24 +12,30 @@ import { ArchwayError, LIMITS, abortError, errorMessage, readAllLimited, redact 
 import { endpointFor, type Endpoint, type HostSettings } from './settings.js';
 
 
-interface NetModules {
-  http: typeof http;
+interface TlsModules {
   https: typeof https;
   tls: typeof tls;
 }
 
 /**
- * Node's HTTP and TLS modules, loaded on the first request: they cost ~7 ms of start-up that
- * commands which never talk to a registry (a cached build, run) would pay for nothing.
+ * Node's HTTP and TLS modules, loaded on the first request that needs them: node:http costs ~7 ms
+ * of start-up that commands which never talk to a registry (a cached build, run) would pay for
+ * nothing, and node:https with node:tls as much again, which a plain-HTTP registry never needs.
+ * process.getBuiltinModule (Node 20.16+) loads synchronously and works in bin/archway.cjs's vm script.
  */
-let netModules: Promise<NetModules> | undefined;
-function loadNet(): Promise<NetModules> {
-  // process.getBuiltinModule (Node 20.16+) loads synchronously and works in bin/archway.cjs's vm script.
+let httpModule: Promise<typeof http> | undefined;
+let tlsModules: Promise<TlsModules> | undefined;
+function loadHttp(): Promise<typeof http> {
   const get = process.getBuiltinModule?.bind(process);
-  netModules ??= get
-    ? Promise.resolve({ http: get('node:http'), https: get('node:https'), tls: get('node:tls') })
-    : Promise.all([import('node:http'), import('node:https'), import('node:tls')]).then(([h, hs, t]) => ({ http: h, https: hs, tls: t }));
-  return netModules;
+  httpModule ??= get ? Promise.resolve(get('node:http')) : import('node:http');
+  return httpModule;
+}
+function loadTls(): Promise<TlsModules> {
+  const get = process.getBuiltinModule?.bind(process);
+  tlsModules ??= get
+    ? Promise.resolve({ https: get('node:https'), tls: get('node:tls') })
+    : Promise.all([import('node:https'), import('node:tls')]).then(([hs, t]) => ({ https: hs, tls: t }));
+  return tlsModules;
 }
 
 /**
@@ -129,12 +135,13 @@ export class Transport {
     this.conn(host).scheme = scheme;
   }
 
-  private agent(url: URL, { http, https, tls }: NetModules): http.Agent {
+  private agent(url: URL, net: { http: typeof http } | TlsModules): http.Agent {
     const c = this.conn(url.host);
-    if (url.protocol === 'http:') {
-      c.httpAgent ??= new http.Agent({ keepAlive: true, maxSockets: this.options.maxSockets });
+    if ('http' in net) {
+      c.httpAgent ??= new net.http.Agent({ keepAlive: true, maxSockets: this.options.maxSockets });
       return c.httpAgent;
     }
+    const { https, tls } = net;
     if (!c.httpsAgent) {
       // Without verification no CA is read at all; with it, one context per set of CA files is
       // shared by every host that uses it (parsing the root store with NODE_EXTRA_CA_CERTS's
@@ -151,7 +158,7 @@ export class Transport {
   }
 
   /** The configured CAs (and NODE_EXTRA_CA_CERTS's) in addition to the system's; undefined: Node's default. */
-  private secureContext(files: readonly string[], host: string, tls: NetModules['tls']): tls.SecureContext | undefined {
+  private secureContext(files: readonly string[], host: string, tls: TlsModules['tls']): tls.SecureContext | undefined {
     const extra = extraCaCertificates();
     if (files.length === 0 && !extra) return undefined;
     const key = files.join('\n');
@@ -171,14 +178,13 @@ export class Transport {
   }
 
   send(opts: SendOptions): Promise<HttpResponse> {
-    return loadNet().then((net) => this.sendWith(net, opts));
+    return opts.url.protocol === 'https:' ? loadTls().then((net) => this.sendWith(net.https, net, opts)) : loadHttp().then((h) => this.sendWith(h, { http: h }, opts));
   }
 
-  private sendWith(net: NetModules, opts: SendOptions): Promise<HttpResponse> {
+  private sendWith(mod: typeof http | typeof https, net: { http: typeof http } | TlsModules, opts: SendOptions): Promise<HttpResponse> {
     const { signal } = opts;
     if (signal?.aborted) return Promise.reject(abortError(signal));
     const url = opts.url;
-    const mod = url.protocol === 'https:' ? net.https : net.http;
     const headers: Record<string, string> = { 'user-agent': this.options.userAgent, ...opts.headers };
     if (Buffer.isBuffer(opts.body)) headers['content-length'] = String(opts.body.length);
     let agent: http.Agent;
