@@ -33,6 +33,11 @@ export interface ContentTarget extends ContentSource {
    * cross-repository mount from `source`). Resolves false when it could not; the caller then pushes.
    */
   mount?(desc: Descriptor, source: ContentSource, opts?: CallOptions): Promise<boolean>;
+  /**
+   * The digest `tag` points at here, or undefined when it points at nothing (or the backend cannot
+   * say cheaply): a copy whose tag already points at its root has nothing to write.
+   */
+  tagged?(tag: string, opts?: CallOptions): Promise<string | undefined>;
   /** Called once after a whole push finished (archives write their index here). */
   close?(opts?: CallOptions): Promise<void>;
 }

@@ -48,6 +48,10 @@ export interface CopyResult {
   stats: ExecuteStats;
 }
 
+function isDigestReference(ref: string): boolean {
+  return /^sha(256|512):/.test(ref);
+}
+
 function call(opts: CallOptions): CallOptions {
   return { ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.progress ? { progress: opts.progress } : {}) };
 }
@@ -85,6 +89,15 @@ async function copyWithin(src: ContentSource, srcRef: string, dst: ContentTarget
   // under it needs asking or sending), while the rest of the source is read.
   const keepsRoot = !opts.format && (!isIndex(parsed) || (!opts.platforms && multiArch !== 'system'));
   if (keepsRoot) void plan.exists(dst, rootActual, c);
+  // And whether each tag already points at it: then the tag needs no write either.
+  const tagChecks = new Map<string, Promise<string | undefined>>();
+  if (keepsRoot && dst.tagged) {
+    for (const ref of dstRefs) {
+      if (isDigestReference(ref)) continue;
+      const check = dst.tagged(ref, c).catch(() => undefined);
+      tagChecks.set(ref, check);
+    }
+  }
   const ctx = { ...c, format: opts.format, note };
   let result: Descriptor;
   let platforms: string[];
@@ -200,13 +213,15 @@ async function copyWithin(src: ContentSource, srcRef: string, dst: ContentTarget
   const tags: string[] = [];
   for (const ref of dstRefs) {
     throwIfAborted(opts.signal);
-    if (ref.includes(':') && /^sha(256|512):/.test(ref)) {
+    if (isDigestReference(ref)) {
       if (ref !== result.digest) {
         throw new ArchwayError('INTEGRITY', `the destination asks for ${ref} but the copy is ${result.digest}${rewritten ? ' (the image was rewritten)' : ''}`);
       }
       continue;
     }
-    await dst.tag(result, ref, c);
+    if ((await tagChecks.get(ref)) === result.digest) {
+      opts.progress?.emit({ kind: 'message', level: 'info', text: `${dst.name}:${ref} points at ${shortDigest(result.digest)} already` });
+    } else await dst.tag(result, ref, c);
     tags.push(ref);
   }
   await dst.close?.(c);

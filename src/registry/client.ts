@@ -760,6 +760,15 @@ export class RegistryRepository implements ContentTarget {
     this.progress(opts).emit({ kind: 'tag', reference: `${this.name}:${reference}`, digest });
   }
 
+  async tagged(tag: string, opts: CallOptions = {}): Promise<string | undefined> {
+    if (!TAG_RE.test(tag)) return undefined;
+    const what = this.what(tag);
+    const res = await this.client.request({ registry: this.registry, host: this.host, method: 'HEAD', path: `/v2/${this.repository}/manifests/${tag}`, headers: { accept: MANIFEST_ACCEPT }, scopes: this.pushScopes, what, signal: opts.signal });
+    discard(res);
+    const digest = res.headers['docker-content-digest'];
+    return res.status === 200 && typeof digest === 'string' ? digest : undefined;
+  }
+
   async mount(desc: Descriptor, source: ContentSource, opts: CallOptions = {}): Promise<boolean> {
     if (!(source instanceof RegistryRepository) || source.registry !== this.registry || source.repository === this.repository || isManifestDescriptor(desc)) return false;
     const digest = parseDigest(desc.digest);

@@ -114,7 +114,18 @@ describe('copy between two real registries', () => {
     assert.equal(r.stats.blobsCopied, 0);
     assert.equal(r.stats.present, true);
     const calls = proxyB.requests.filter((q) => q.path !== '/v2/').map((q) => `${q.method} ${q.path}`);
-    assert.deepEqual(calls.sort(), [`HEAD /v2/dst/app/manifests/${img.index.desc.digest}`, 'PUT /v2/dst/app/manifests/v2']);
+    // The root and the tag are asked about side by side; the tag is new, so it is written.
+    assert.deepEqual(calls.sort(), [`HEAD /v2/dst/app/manifests/${img.index.desc.digest}`, 'HEAD /v2/dst/app/manifests/v2', 'PUT /v2/dst/app/manifests/v2']);
+    assert.equal((await client().getManifest(parseReference(`${b.host}/dst/app:v2`))).digest, img.index.desc.digest);
+  });
+
+  it('a copy whose tag already points at the root writes nothing', async () => {
+    proxyB.clear();
+    const r = await copyImage(client().repository(parseReference(`${a.host}/src/app`)), 'v1', client().repository(parseReference(`${proxyB.host}/dst/app`)), ['v2']);
+    assert.equal(r.descriptor.digest, img.index.desc.digest);
+    assert.deepEqual(r.tags, ['v2']);
+    const writes = proxyB.requests.filter((q) => q.method !== 'HEAD' && q.method !== 'GET');
+    assert.deepEqual(writes, [], 'no PUT, POST or PATCH');
     assert.equal((await client().getManifest(parseReference(`${b.host}/dst/app:v2`))).digest, img.index.desc.digest);
   });
 
