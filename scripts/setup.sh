@@ -22,3 +22,7 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund
 fi
 npm run build --silent
+# Debian's qemu-user-static registers most foreign architectures but not 386 on amd64 (nor arm on
+# arm64): it assumes the kernel runs those itself, which kernels without 32-bit support do not.
+# archway registers whatever this kernel cannot run, with the F flag a build's chroot needs.
+$SUDO "$(command -v node)" bin/archway.cjs binfmt --install all >/dev/null || echo "setup: could not register QEMU emulators; foreign platforms may not run"

@@ -17,6 +17,7 @@ import {
   supportedPlatforms,
   uninstallEmulators,
 } from './index.js';
+import { probeBinary, runsHere } from './compat.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -167,8 +168,22 @@ describe('binfmt on this kernel', { skip: !isRoot && 'needs root' }, () => {
     await assert.rejects(installEmulators(['vax']), (e: unknown) => isArchwayError(e, 'USAGE'));
   });
 
-  it('native platforms need no emulator', async () => {
+  it('native platforms need no emulator; 386 is native only where the kernel runs it itself', async () => {
     assert.deepEqual(await canRun(parsePlatform('linux/amd64')), { ok: true, via: 'native' });
-    assert.deepEqual(await canRun(parsePlatform('linux/386')), { ok: true, via: 'native' });
+    const i386 = parsePlatform('linux/386');
+    const entry = (await readBinfmt()).emulators.find((e) => e.enabled && e.platform === 'linux/386');
+    const c = await canRun(i386);
+    if (entry) {
+      // binfmt_misc comes before the kernel's own ELF loader: the emulator runs 386 binaries.
+      assert.equal(c.via, 'emulator');
+      assert.equal(c.emulator, entry.name);
+    } else if ((await runsHere(probeBinary(i386) as Buffer)) === 'no') {
+      // A kernel without IA32 emulation: 386 needs QEMU, and the preflight names the fix.
+      assert.equal(c.ok, false);
+      assert.match(c.hint ?? '', /archway binfmt --install i386/);
+    } else {
+      assert.deepEqual(c, { ok: true, via: 'native' });
+    }
+    assert.equal((await supportedPlatforms()).native.includes('linux/386'), c.via === 'native');
   });
 });

@@ -20,6 +20,7 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ArchwayError, throwIfAborted } from '../util/index.js';
+import { refusedCompanions } from './compat.js';
 import {
   formatPlatform,
   hostPlatform,
@@ -304,6 +305,23 @@ export async function readBinfmt(opts: Opts & { dir?: string } = {}): Promise<Bi
   return { mounted: true, enabled, emulators };
 }
 
+/**
+ * What this host runs without QEMU: nativelyRunnable(host) minus the companion architectures
+ * (386 on amd64, arm on arm64) the kernel refuses, and minus those a binfmt_misc entry takes
+ * over: the kernel asks binfmt_misc before its own ELF loader, so such binaries go through the
+ * emulator, which then needs the F flag inside a sandbox.
+ */
+export async function runnableNatively(state: BinfmtState): Promise<Platform[]> {
+  const host = normalizePlatform(hostPlatform());
+  const refused = await refusedCompanions();
+  return nativelyRunnable(host).filter((p) => {
+    if (p.architecture === host.architecture) return true;
+    if (refused.has(p.architecture)) return false;
+    const main = emulatorForPlatform(p)?.platforms[0];
+    return !(state.enabled && state.emulators.some((e) => e.enabled && e.platform !== undefined && e.platform === main));
+  });
+}
+
 export interface SupportedPlatforms {
   /** Platform strings this machine can run in a sandbox, native first. */
   platforms: string[];
@@ -315,8 +333,8 @@ export interface SupportedPlatforms {
 
 /** The platforms the host runs natively plus every platform an enabled F-flagged entry emulates. */
 export async function supportedPlatforms(opts: Opts = {}): Promise<SupportedPlatforms> {
-  const native = nativelyRunnable(hostPlatform()).map((p) => formatPlatform(p));
   const state = await readBinfmt(opts);
+  const native = (await runnableNatively(state)).map((p) => formatPlatform(p));
   const warnings: string[] = [];
   const emulated: SupportedPlatforms['emulated'] = [];
   if (state.mounted && !state.enabled) warnings.push('binfmt_misc is disabled (echo 1 > /proc/sys/fs/binfmt_misc/status)');
@@ -355,8 +373,11 @@ export interface CanRunResult {
 /** Whether a sandbox can run `platform` here; the builder's preflight. */
 /** `state`: binfmt_misc as read already, for callers asking about several platforms at once. */
 export async function canRun(platform: Platform, opts: Opts & { state?: BinfmtState } = {}): Promise<CanRunResult> {
-  const host = hostPlatform();
-  if (platformMatches(nativelyRunnable(host), platform)) return { ok: true, via: 'native' };
+  // The host's own architecture needs neither binfmt_misc nor the companion probe.
+  const host = normalizePlatform(hostPlatform());
+  if (normalizePlatform(platform).architecture === host.architecture && platformMatches(nativelyRunnable(host), platform)) return { ok: true, via: 'native' };
+  const state = opts.state ?? (await readBinfmt(opts));
+  if (platformMatches(await runnableNatively(state), platform)) return { ok: true, via: 'native' };
   const want = formatPlatform(platform);
   const spec = emulatorForPlatform(platform);
   if (!spec) {
@@ -367,7 +388,6 @@ export async function canRun(platform: Platform, opts: Opts & { state?: BinfmtSt
     };
   }
   const hint = `run \`archway binfmt --install ${spec.name}\` (as root; needs Debian's qemu-user-static)`;
-  const state = opts.state ?? (await readBinfmt(opts));
   if (!state.mounted) {
     return { ok: false, via: 'emulator', emulator: `qemu-${spec.name}`, reason: `binfmt_misc is not mounted at ${BINFMT_DIR}, so ${want} cannot be emulated`, hint };
   }
@@ -458,11 +478,13 @@ function kernelAtLeast(major: number, minor: number): boolean {
   return a > major || (a === major && b >= minor);
 }
 
-function hostEmulatorNames(): Set<string> {
+/** QEMU names of the architectures the kernel runs itself (the host's, and its companion where the kernel has it). */
+async function hostEmulatorNames(): Promise<Set<string>> {
+  const refused = await refusedCompanions();
   const out = new Set<string>();
   for (const p of nativelyRunnable(hostPlatform())) {
     const s = emulatorForPlatform(p);
-    if (s) out.add(s.name);
+    if (s && !refused.has(p.architecture)) out.add(s.name);
   }
   return out;
 }
@@ -496,7 +518,7 @@ export async function installEmulators(archs: 'all' | readonly string[], opts: I
       hint: 'run `sudo archway binfmt --install ...`',
     });
   }
-  const hostNames = hostEmulatorNames();
+  const hostNames = await hostEmulatorNames();
   let specs: EmulatorSpec[];
   const result: InstallResult = { installed: [], present: [], replaced: [], skipped: [], persisted: [] };
   if (archs === 'all') {

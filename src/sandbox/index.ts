@@ -8,6 +8,7 @@ export {
   installEmulators,
   parseBinfmtEntry,
   readBinfmt,
+  runnableNatively,
   supportedPlatforms,
   uninstallEmulators,
 } from './binfmt.js';

@@ -7,7 +7,8 @@ import { after, before, describe, it } from 'node:test';
 import { isArchwayError } from '../util/index.js';
 import { hostPlatform, parsePlatform, type Platform } from '../oci/index.js';
 import { busyboxRootfs } from '../../test/support/busybox-rootfs.js';
-import { canRun, installEmulators, resolveUser, runInSandbox, type SandboxOptions } from './index.js';
+import { canRun, installEmulators, resolveUser, runInSandbox, uninstallEmulators, type SandboxOptions } from './index.js';
+import { refusedCompanions } from './compat.js';
 
 const isRoot = process.getuid?.() === 0;
 const onAmd64 = hostPlatform().architecture === 'amd64';
@@ -427,8 +428,10 @@ const FOREIGN: Array<[string, string]> = [
 
 describe('runInSandbox on foreign platforms', { skip: (!isRoot && 'needs root') || (!onAmd64 && 'amd64 host only') }, () => {
   before(async () => {
-    // never uninstalled: other tests use these emulators concurrently
-    await installEmulators(['aarch64', 'arm', 'ppc64le', 's390x']);
+    // never uninstalled: other tests use these emulators concurrently. 386 needs one only where
+    // the kernel cannot run 32-bit x86 itself (registering it elsewhere would take over native runs).
+    const i386 = (await refusedCompanions()).has('386') ? ['i386'] : [];
+    await installEmulators(['aarch64', 'arm', 'ppc64le', 's390x', ...i386]);
   });
   for (const [plat, machine] of FOREIGN) {
     it(`${plat}: uname -m prints ${machine}`, async () => {
@@ -440,14 +443,21 @@ describe('runInSandbox on foreign platforms', { skip: (!isRoot && 'needs root') 
     });
   }
 
-  it('a platform without an emulator is an EMULATION error naming the install command', async (t) => {
-    if ((await canRun(parsePlatform('linux/loong64'))).ok) return t.skip('loongarch64 emulator registered by someone else');
-    const rootfs = await busyboxRootfs(parsePlatform('linux/amd64'));
-    await assert.rejects(run({ layers: [rootfs], argv: ['true'], platform: parsePlatform('linux/loong64') }), (e: unknown) => {
-      assert.ok(isArchwayError(e, 'EMULATION'));
-      assert.equal(e.exitCode, 7);
-      assert.match(e.hint ?? '', /archway binfmt --install loongarch64/);
-      return true;
-    });
+  it('a platform without an emulator is an EMULATION error naming the install command', async () => {
+    // No other test uses loongarch64: take its entry away for this test (setup's `binfmt
+    // --install all` registers it) and put it back after.
+    const registered = (await canRun(parsePlatform('linux/loong64'))).ok;
+    if (registered) await uninstallEmulators(['loongarch64']);
+    try {
+      const rootfs = await busyboxRootfs(parsePlatform('linux/amd64'));
+      await assert.rejects(run({ layers: [rootfs], argv: ['true'], platform: parsePlatform('linux/loong64') }), (e: unknown) => {
+        assert.ok(isArchwayError(e, 'EMULATION'));
+        assert.equal(e.exitCode, 7);
+        assert.match(e.hint ?? '', /archway binfmt --install loongarch64/);
+        return true;
+      });
+    } finally {
+      if (registered) await installEmulators(['loongarch64']);
+    }
   });
 });

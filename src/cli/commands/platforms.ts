@@ -1,4 +1,5 @@
-import { formatPlatform, hostPlatform, nativelyRunnable } from '../../oci/index.js';
+import { formatPlatform, hostPlatform } from '../../oci/index.js';
+import { readBinfmt, runnableNatively } from '../../sandbox/index.js';
 import type { Command } from '../command.js';
 
 export const platformsCommand: Command = {
@@ -9,7 +10,8 @@ export const platformsCommand: Command = {
   options: { format: { type: 'string', help: 'FORMAT:text or json' } },
   async run(ctx) {
     const host = hostPlatform();
-    const native = nativelyRunnable(host).map(formatPlatform);
+    // Probed: a kernel without 32-bit support does not run 386 (or arm on arm64) itself.
+    const native = (await runnableNatively(await readBinfmt())).map(formatPlatform);
     if (ctx.values.format === 'json') {
       ctx.stdout.write(`${JSON.stringify({ host: formatPlatform(host), native }, null, 2)}\n`);
     } else {
