@@ -16,11 +16,11 @@
  *      registrations use "OPF" for the same reasons. An older QEMU would see an extra argument.
  */
 import { spawn } from 'node:child_process';
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ArchwayError, throwIfAborted } from '../util/index.js';
-import { refusedCompanions } from './compat.js';
+import { kernelRefuses } from './compat.js';
 import {
   formatPlatform,
   hostPlatform,
@@ -291,12 +291,13 @@ export async function readBinfmt(opts: Opts & { dir?: string } = {}): Promise<Bi
     enabled = false;
   }
   const names = (await fs.readdir(dir)).filter((n) => n !== 'register' && n !== 'status').sort();
+  // Read synchronously: each entry is a few lines of procfs, and a build's preflight waits on
+  // them (a dozen async reads cost ten times as much in thread-pool round trips).
   const emulators: BinfmtEntry[] = [];
   for (const n of names) {
-    throwIfAborted(opts.signal);
     let text: string;
     try {
-      text = await fs.readFile(path.join(dir, n), 'utf8');
+      text = readFileSync(path.join(dir, n), 'utf8');
     } catch {
       continue; // removed while we read
     }
@@ -313,13 +314,17 @@ export async function readBinfmt(opts: Opts & { dir?: string } = {}): Promise<Bi
  */
 export async function runnableNatively(state: BinfmtState): Promise<Platform[]> {
   const host = normalizePlatform(hostPlatform());
-  const refused = await refusedCompanions();
-  return nativelyRunnable(host).filter((p) => {
-    if (p.architecture === host.architecture) return true;
-    if (refused.has(p.architecture)) return false;
-    const main = emulatorForPlatform(p)?.platforms[0];
-    return !(state.enabled && state.emulators.some((e) => e.enabled && e.platform !== undefined && e.platform === main));
-  });
+  const out: Platform[] = [];
+  for (const p of nativelyRunnable(host)) {
+    if (p.architecture !== host.architecture) {
+      // An entry decides without the probe (a process spawn, which a cached build would notice).
+      const main = emulatorForPlatform(p)?.platforms[0];
+      if (state.enabled && state.emulators.some((e) => e.enabled && e.platform !== undefined && e.platform === main)) continue;
+      if (await kernelRefuses(p)) continue;
+    }
+    out.push(p);
+  }
+  return out;
 }
 
 export interface SupportedPlatforms {
@@ -480,11 +485,10 @@ function kernelAtLeast(major: number, minor: number): boolean {
 
 /** QEMU names of the architectures the kernel runs itself (the host's, and its companion where the kernel has it). */
 async function hostEmulatorNames(): Promise<Set<string>> {
-  const refused = await refusedCompanions();
   const out = new Set<string>();
   for (const p of nativelyRunnable(hostPlatform())) {
     const s = emulatorForPlatform(p);
-    if (s && !refused.has(p.architecture)) out.add(s.name);
+    if (s && !(await kernelRefuses(p))) out.add(s.name);
   }
   return out;
 }

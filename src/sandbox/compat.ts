@@ -91,23 +91,24 @@ export async function runsHere(binary: Buffer): Promise<'yes' | 'no' | 'unknown'
   }
 }
 
-let companions: Promise<Set<string>> | undefined;
+const refusals = new Map<string, Promise<boolean>>();
 
 /**
- * The companion architectures of nativelyRunnable(host) the kernel refuses to run itself ('386',
- * 'arm'); empty on most machines. When a probe cannot be tried the architecture is assumed to
- * run, as before the probe existed.
+ * Whether the kernel refuses to run `platform`'s architecture itself, for the host's companion
+ * architectures ('386' on amd64, 'arm' on arm64); false for every other platform, and when the
+ * probe cannot be tried (it is assumed to run, as before the probe existed). Asked once per
+ * architecture and process.
  */
-export function refusedCompanions(): Promise<Set<string>> {
-  companions ??= (async () => {
-    const host = normalizePlatform(hostPlatform());
-    const refused = new Set<string>();
-    for (const p of nativelyRunnable(host)) {
-      if (p.architecture === host.architecture || refused.has(p.architecture)) continue;
-      const binary = probeBinary(p);
-      if (binary && (await runsHere(binary)) === 'no') refused.add(p.architecture);
-    }
-    return refused;
-  })();
-  return companions;
+export function kernelRefuses(platform: Platform): Promise<boolean> {
+  const host = normalizePlatform(hostPlatform());
+  const p = normalizePlatform(platform);
+  if (p.architecture === host.architecture) return Promise.resolve(false);
+  const binary = probeBinary(p);
+  if (!binary || !nativelyRunnable(host).some((q) => q.architecture === p.architecture)) return Promise.resolve(false);
+  let answer = refusals.get(p.architecture);
+  if (!answer) {
+    answer = runsHere(binary).then((r) => r === 'no');
+    refusals.set(p.architecture, answer);
+  }
+  return answer;
 }

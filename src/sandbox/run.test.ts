@@ -8,7 +8,7 @@ import { isArchwayError } from '../util/index.js';
 import { hostPlatform, parsePlatform, type Platform } from '../oci/index.js';
 import { busyboxRootfs } from '../../test/support/busybox-rootfs.js';
 import { canRun, installEmulators, resolveUser, runInSandbox, uninstallEmulators, type SandboxOptions } from './index.js';
-import { refusedCompanions } from './compat.js';
+import { kernelRefuses } from './compat.js';
 
 const isRoot = process.getuid?.() === 0;
 const onAmd64 = hostPlatform().architecture === 'amd64';
@@ -430,7 +430,7 @@ describe('runInSandbox on foreign platforms', { skip: (!isRoot && 'needs root') 
   before(async () => {
     // never uninstalled: other tests use these emulators concurrently. 386 needs one only where
     // the kernel cannot run 32-bit x86 itself (registering it elsewhere would take over native runs).
-    const i386 = (await refusedCompanions()).has('386') ? ['i386'] : [];
+    const i386 = (await kernelRefuses(parsePlatform('linux/386'))) ? ['i386'] : [];
     await installEmulators(['aarch64', 'arm', 'ppc64le', 's390x', ...i386]);
   });
   for (const [plat, machine] of FOREIGN) {
