@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { cpus } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { ArchwayError, errorMessage, isArchwayError, Limiter } from '../util/index.js';
 import {
   Annotation,
@@ -152,8 +152,12 @@ function targetPlatformsOf(stage: StageNode): Platform {
  * platform it is needed for, and every platform with RUN steps can run here.
  */
 async function preflight(plan: BuildPlan, openBase: BaseOpener, signal?: AbortSignal): Promise<void> {
-  const problems: string[] = [];
+  // Every base is opened at once (a warm build spends most of its time here otherwise), and the
+  // emulators are read meanwhile; problems are reported in the Dockerfile's order.
+  const runnable = checkRunnable(plan);
+  runnable.catch(() => undefined);
   const seen = new Set<string>();
+  const opens: Array<Promise<string | undefined>> = [];
   for (const stage of plan.stages) {
     const refs: Array<{ ref: string; platform: Platform }> = [];
     if (stage.base.kind === 'image') refs.push({ ref: stage.base.ref, platform: stage.base.platform });
@@ -162,20 +166,28 @@ async function preflight(plan: BuildPlan, openBase: BaseOpener, signal?: AbortSi
       const k = `${r.ref} ${formatPlatform(r.platform)}`;
       if (seen.has(k)) continue;
       seen.add(k);
-      try {
-        await openBase(r.ref, r.platform);
-      } catch (e) {
-        if (signal?.aborted) throw e;
-        if (isArchwayError(e, 'PLATFORM')) problems.push(`base image ${e.message} (Dockerfile line ${stage.line})`);
-        else throw e;
-      }
+      opens.push(
+        openBase(r.ref, r.platform).then(
+          () => undefined,
+          (e: unknown) => {
+            if (!signal?.aborted && isArchwayError(e, 'PLATFORM')) return `base image ${e.message} (Dockerfile line ${stage.line})`;
+            throw e;
+          },
+        ),
+      );
     }
   }
+  const problems = (await Promise.all(opens)).filter((p): p is string => p !== undefined);
   if (problems.length > 0) {
     throw new ArchwayError('PLATFORM', problems.join('\n'), {
       hint: 'build only the platforms the base has (--platform), or use a base that has them all (a mirror that copied only one architecture is a common cause: archway copy --multi-arch all)',
     });
   }
+  await runnable;
+}
+
+/** Every platform with RUN steps can run here, natively or through a registered emulator. */
+async function checkRunnable(plan: BuildPlan): Promise<void> {
   const cannot = new Map<string, string>();
   let binfmt: BinfmtState | undefined;
   for (const stage of plan.stages) {
@@ -273,7 +285,7 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
   const labels = { ...provenanceLabels(opts.context), ...(opts.labels ?? {}) };
   // RUN steps are bounded by the cores on their own (the solver's run limiter); the rest of a
   // platform's work is mostly waiting on files, so by default every platform goes at once (up to 8).
-  const jobs = new Limiter(Math.max(1, opts.jobs ?? Math.min(8, Math.max(cpus().length, plan.targets.length))));
+  const jobs = new Limiter(Math.max(1, opts.jobs ?? Math.min(8, Math.max(availableParallelism(), plan.targets.length))));
   let settled: Array<PromiseSettledResult<Descriptor>>;
   try {
     settled = await Promise.allSettled(

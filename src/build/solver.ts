@@ -1,5 +1,5 @@
 import { createReadStream, constants as fsc, promises as fs } from 'node:fs';
-import { cpus } from 'node:os';
+import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { ArchwayError, errorMessage, isArchwayError, Limiter, SingleFlight, throwIfAborted } from '../util/index.js';
@@ -84,7 +84,7 @@ export class Solver {
   /** COPY/ADD layers of this build by their base-independent key. */
   private readonly copyLayers = new Map<string, Promise<LayerRef>>();
   private readonly contextDigests = new Map<string, Promise<string>>();
-  private readonly runLimiter = new Limiter(Math.max(1, cpus().length));
+  private readonly runLimiter = new Limiter(Math.max(1, availableParallelism()));
   /** ADD URL downloads of this build, by algorithm and URL: every platform shares one download. */
   private readonly downloads = new Map<string, Promise<Downloaded>>();
   private downloadDir: Promise<string> | undefined;
