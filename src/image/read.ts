@@ -21,16 +21,21 @@ import type { CallOptions, ContentSource } from './target.js';
 export async function readManifestOrIndex(source: ContentSource, desc: Descriptor, opts: CallOptions = {}): Promise<Parsed<ImageManifest> | Parsed<ImageIndex>> {
   const what = `${source.name}@${desc.digest}`;
   if (desc.size > LIMITS.manifest) throw new ArchwayError('INTEGRITY', `${what}: manifest of ${desc.size} bytes is over the 4 MiB limit`);
-  const stream = await source.fetch(desc, opts);
-  const raw = await readAllLimited(stream, LIMITS.manifest, what);
+  const raw = await readSmallBlob(source, desc, LIMITS.manifest, what, opts);
   return parseManifestOrIndex(raw, desc.mediaType, what);
 }
 
 export async function readConfig(source: ContentSource, desc: Descriptor, opts: CallOptions = {}): Promise<{ config: ImageConfig; raw: Buffer }> {
   const what = `${source.name} config ${desc.digest}`;
   if (desc.size > LIMITS.config) throw new ArchwayError('INTEGRITY', `${what}: config of ${desc.size} bytes is over the 4 MiB limit`);
-  const raw = await readAllLimited(await source.fetch(desc, opts), LIMITS.config, what);
+  const raw = await readSmallBlob(source, desc, LIMITS.config, what, opts);
   return { config: parseConfig(raw, what), raw };
+}
+
+/** A manifest or config in memory, verified: through the source's direct read when it has one. */
+async function readSmallBlob(source: ContentSource, desc: Descriptor, limit: number, what: string, opts: CallOptions): Promise<Buffer> {
+  if (source.readSmall) return source.readSmall(desc, limit, opts);
+  return readAllLimited(await source.fetch(desc, opts), limit, what);
 }
 
 export function isIndex(p: Parsed<ImageManifest> | Parsed<ImageIndex>): p is Parsed<ImageIndex> {

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -145,6 +146,9 @@ export class Store implements ContentTarget {
 
   fetch(desc: Descriptor, opts?: CallOptions): Promise<Readable> {
     return this.layout.fetch(desc, opts);
+  }
+  readSmall(desc: Descriptor, limit: number, opts?: CallOptions): Promise<Buffer> {
+    return this.layout.readSmall(desc, limit, opts);
   }
   exists(desc: Descriptor, opts?: CallOptions): Promise<boolean> {
     return this.layout.exists(desc, opts);
@@ -293,7 +297,8 @@ export class Store implements ContentTarget {
     throwIfAborted(opts.signal);
     let raw: string;
     try {
-      raw = await readFile(this.cacheRecordPath(key), 'utf8');
+      // Synchronous: a record is a few hundred bytes, and a cached build looks up one per step.
+      raw = readFileSync(this.cacheRecordPath(key), 'utf8');
     } catch (e) {
       if (isErrnoException(e, 'ENOENT')) return undefined;
       throw storageError('cannot read a cache record', e);
