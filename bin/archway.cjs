@@ -1,6 +1,11 @@
 'use strict';
 // Runs the bundled CLI (dist/archway.cjs) through V8's code cache (dist/archway.cjs.v8cache, made
 // by scripts/bundle.mjs): compiling the bundle would otherwise be most of archway's start-up.
+// The malloc settings bin/archway chose are for this process only (see there).
+if (process.env.ARCHWAY_GLIBC_TUNABLES) {
+  delete process.env.GLIBC_TUNABLES;
+  delete process.env.ARCHWAY_GLIBC_TUNABLES;
+}
 const fs = require('node:fs');
 const path = require('node:path');
 const vm = require('node:vm');

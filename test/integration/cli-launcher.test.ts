@@ -62,3 +62,37 @@ test('the code cache is made when missing or stale, and the command works either
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+test("the launcher's malloc settings reach archway's Node only, and a user's own pass through", async () => {
+  const home = tempHome();
+  const dir = mkdtempSync(join(tmpdir(), 'archway-tunables-'));
+  try {
+    // The Node the launcher starts records its environment; so does a credential helper that
+    // archway starts for `logout` (a process of archway's, as RUN steps, git or skopeo are).
+    const nodeWrapper = join(dir, 'node');
+    writeFileSync(nodeWrapper, `#!/bin/sh\nenv > "${dir}/node-env"\nexec "${process.execPath}" "$@"\n`, { mode: 0o755 });
+    writeFileSync(join(dir, 'docker-credential-envdump'), `#!/bin/sh\nenv > "${dir}/helper-env"\ncat > /dev/null\n`, { mode: 0o755 });
+    const config = join(dir, 'docker');
+    mkdirSync(config);
+    writeFileSync(join(config, 'config.json'), JSON.stringify({ credsStore: 'envdump' }));
+    const env = { ...home.env, DOCKER_CONFIG: config, PATH: `${dir}:${process.env['PATH'] ?? ''}`, ARCHWAY_NODE: nodeWrapper };
+    const tunables = (file: string): string | undefined =>
+      readFileSync(join(dir, file), 'utf8')
+        .split('\n')
+        .find((l) => l.startsWith('GLIBC_TUNABLES='));
+
+    const tuned = await runCommand(join(REPO_ROOT, 'bin', 'archway'), ['logout', 'registry.example:5000'], { env: { ...env, GLIBC_TUNABLES: '' } });
+    assert.equal(tuned.code, 0, tuned.stderr);
+    assert.match(tunables('node-env') ?? '', /glibc\.malloc\.trim_threshold=\d+/);
+    assert.equal(tunables('helper-env'), undefined, 'the helper runs with glibc untuned');
+    assert.doesNotMatch(readFileSync(join(dir, 'helper-env'), 'utf8'), /ARCHWAY_GLIBC_TUNABLES/);
+
+    const own = await runCommand(join(REPO_ROOT, 'bin', 'archway'), ['logout', 'registry.example:5000'], { env: { ...env, GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' } });
+    assert.equal(own.code, 0, own.stderr);
+    assert.equal(tunables('node-env'), 'GLIBC_TUNABLES=glibc.malloc.arena_max=2');
+    assert.equal(tunables('helper-env'), 'GLIBC_TUNABLES=glibc.malloc.arena_max=2');
+  } finally {
+    home.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
