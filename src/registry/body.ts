@@ -10,7 +10,7 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { ArchwayError, abortError, sleep } from '../util/index.js';
+import { ArchwayError, abortError, streamedBytes, sleep } from '../util/index.js';
 import type { HttpResponse } from './transport.js';
 
 export interface BlobBodyOptions {
@@ -83,6 +83,7 @@ export class BlobBody extends Readable {
       return;
     }
     this.hash.update(chunk);
+    streamedBytes(chunk.length);
     this.o.onBytes?.(this.received);
     if (!this.push(chunk)) res.body.pause();
   }
