@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { archway, REPO_ROOT, runCommand, tempHome } from '../support/cli.js';
@@ -93,6 +93,30 @@ test("the launcher's malloc settings reach archway's Node only, and a user's own
     assert.equal(tunables('helper-env'), 'GLIBC_TUNABLES=glibc.malloc.arena_max=2');
   } finally {
     home.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the command works called by path, through a relative symlink (npm link), and from its own directory', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'archway-link-'));
+  try {
+    const env = { ARCHWAY_NODE: process.execPath };
+    // npm link: <prefix>/bin/archway -> ../lib/node_modules/archway/bin/archway, the package a link too.
+    mkdirSync(join(dir, 'bin'));
+    mkdirSync(join(dir, 'lib', 'node_modules'), { recursive: true });
+    symlinkSync(REPO_ROOT, join(dir, 'lib', 'node_modules', 'archway'));
+    symlinkSync('../lib/node_modules/archway/bin/archway', join(dir, 'bin', 'archway'));
+    const runs = [
+      await runCommand(join(REPO_ROOT, 'bin', 'archway'), ['--version'], { env }),
+      await runCommand(join(dir, 'bin', 'archway'), ['--version'], { env }),
+      await runCommand('archway', ['--version'], { env: { ...env, PATH: `${join(dir, 'bin')}:${process.env['PATH'] ?? ''}` } }),
+      await runCommand('sh', ['archway', '--version'], { env, cwd: join(REPO_ROOT, 'bin') }),
+    ];
+    for (const r of runs) {
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^archway \d+\.\d+\.\d+/);
+    }
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
