@@ -483,12 +483,16 @@ function kernelAtLeast(major: number, minor: number): boolean {
   return a > major || (a === major && b >= minor);
 }
 
-/** QEMU names of the architectures the kernel runs itself (the host's, and its companion where the kernel has it). */
-async function hostEmulatorNames(): Promise<Set<string>> {
+/**
+ * QEMU names of the architectures that run here without an emulator: the host's, and its
+ * companion where the kernel runs it and no entry has taken it over (then the entry is kept, or
+ * replaced when it lacks the F flag, like any other).
+ */
+async function hostEmulatorNames(state: BinfmtState): Promise<Set<string>> {
   const out = new Set<string>();
-  for (const p of nativelyRunnable(hostPlatform())) {
+  for (const p of await runnableNatively(state)) {
     const s = emulatorForPlatform(p);
-    if (s && !(await kernelRefuses(p))) out.add(s.name);
+    if (s) out.add(s.name);
   }
   return out;
 }
@@ -522,7 +526,7 @@ export async function installEmulators(archs: 'all' | readonly string[], opts: I
       hint: 'run `sudo archway binfmt --install ...`',
     });
   }
-  const hostNames = await hostEmulatorNames();
+  const hostNames = await hostEmulatorNames(await readBinfmt({ ...opts, dir }));
   let specs: EmulatorSpec[];
   const result: InstallResult = { installed: [], present: [], replaced: [], skipped: [], persisted: [] };
   if (archs === 'all') {
@@ -546,15 +550,13 @@ export async function installEmulators(archs: 'all' | readonly string[], opts: I
       if (!specs.includes(s)) specs.push(s);
     }
   }
-  // Explicitly asked for the host's own architecture: nothing to do, it runs natively.
-  const host = hostPlatform();
-  const hostSpec = emulatorForPlatform(host);
+  // Explicitly asked for an architecture the kernel runs itself (the host's, or 386 on an amd64
+  // kernel with 32-bit support): nothing to do; an entry would only put QEMU in its way.
+  const hostSpec = emulatorForPlatform(hostPlatform());
   specs = specs.filter((s) => {
-    if (hostSpec && s.name === hostSpec.name) {
-      if (archs !== 'all') result.skipped.push({ name: s.name, reason: 'is the host architecture' });
-      return false;
-    }
-    return true;
+    if (!hostNames.has(s.name)) return true;
+    result.skipped.push({ name: s.name, reason: hostSpec && s.name === hostSpec.name ? 'is the host architecture' : 'runs natively on this host' });
+    return false;
   });
   const available: Array<{ spec: EmulatorSpec; bin: string }> = [];
   for (const s of specs) {
