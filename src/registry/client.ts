@@ -763,10 +763,13 @@ export class RegistryRepository implements ContentTarget {
   async tagged(tag: string, opts: CallOptions = {}): Promise<string | undefined> {
     if (!TAG_RE.test(tag)) return undefined;
     const what = this.what(tag);
-    const res = await this.client.request({ registry: this.registry, host: this.host, method: 'HEAD', path: `/v2/${this.repository}/manifests/${tag}`, headers: { accept: MANIFEST_ACCEPT }, scopes: this.pushScopes, what, signal: opts.signal });
-    discard(res);
-    const digest = res.headers['docker-content-digest'];
-    return res.status === 200 && typeof digest === 'string' ? digest : undefined;
+    // The manifest's bytes, digested here: Docker-Content-Digest is the registry's word, not a digest.
+    const res = await this.client.request({ registry: this.registry, host: this.host, method: 'GET', path: `/v2/${this.repository}/manifests/${tag}`, headers: { accept: MANIFEST_ACCEPT }, scopes: this.pushScopes, what, signal: opts.signal });
+    if (res.status !== 200) {
+      discard(res);
+      return undefined;
+    }
+    return computeDigest(await readAllLimited(res.body, LIMITS.manifest, what));
   }
 
   async mount(desc: Descriptor, source: ContentSource, opts: CallOptions = {}): Promise<boolean> {
