@@ -273,7 +273,8 @@ export function parseGoDuration(s: string): number {
   if (rest === '0') return 0;
   if (rest === '') throw new Error(`time: invalid duration "${s}"`);
   let total = 0;
-  const re = /^(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)/u;
+  // µs (micro sign) and μs (Greek mu), escaped: a bundle of ASCII only loads as a one-byte string.
+  const re = /^(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)/u;
   while (rest !== '') {
     const m = re.exec(rest);
     if (!m) {

@@ -249,6 +249,9 @@ test('Go durations', () => {
   assert.equal(parseGoDuration('1h2m3s'), 3723e9);
   assert.equal(parseGoDuration('1.5s'), 1.5e9);
   assert.equal(parseGoDuration('300ms'), 300e6);
+  // Both spellings Go accepts for microseconds: the micro sign and the Greek mu.
+  assert.equal(parseGoDuration('1500\u00b5s'), 1.5e6);
+  assert.equal(parseGoDuration('2\u03bcs'), 2e3);
   assert.throws(() => parseGoDuration('10'), /missing unit/);
 });
 
