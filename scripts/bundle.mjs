@@ -34,7 +34,12 @@ await build({
 // two-platform build, cold then cached, and copies to an OCI layout, in a throw-away store), so
 // that the cache holds the bytecode of every function those paths run: V8 would otherwise compile
 // them lazily at every start (about 10 ms of a cached build). The rest compile lazily as usual.
-const script = new vm.Script(Module.wrap(readFileSync(outfile, 'utf8')), { filename: outfile });
+const source = readFileSync(outfile, 'utf8');
+// esbuild escapes non-ASCII everywhere but in regular expression literals; one such character
+// makes Node hold the whole source as a two-byte string, at every start.
+const wide = source.search(/[^\x00-\x7f]/);
+if (wide >= 0) console.warn(`bundle: ${outfile} is not ASCII-only near ${JSON.stringify(source.slice(Math.max(0, wide - 40), wide + 10))}; escape it in the source (\\uXXXX)`);
+const script = new vm.Script(Module.wrap(source), { filename: outfile });
 const mod = { exports: {} };
 script.runInThisContext()(mod.exports, createRequire(outfile), mod, outfile, dirname(outfile));
 if (typeof mod.exports.runCli !== 'function') throw new Error(`${outfile} does not export runCli`);
