@@ -43,7 +43,7 @@ const script = new vm.Script(Module.wrap(source), { filename: outfile });
 const mod = { exports: {} };
 script.runInThisContext()(mod.exports, createRequire(outfile), mod, outfile, dirname(outfile));
 if (typeof mod.exports.runCli !== 'function') throw new Error(`${outfile} does not export runCli`);
-await train(mod.exports.main);
+await train(mod.exports.main).catch((e) => console.warn(`bundle: the training run failed (${e?.message ?? e}); the code cache covers less`));
 const tmp = `${outfile}.v8cache.tmp`;
 writeFileSync(tmp, script.createCachedData());
 renameSync(tmp, `${outfile}.v8cache`);
