@@ -81,6 +81,15 @@ async function copyWithin(src: ContentSource, srcRef: string, dst: ContentTarget
   };
   // A registry destination gets its connection, auth scheme and push token while the source is read.
   if (dst instanceof RegistryRepository) void dst.prepare({ push: true, ...(opts.signal ? { signal: opts.signal } : {}) });
+  // What each tag points at already, asked while the source is read: a tag that points at the
+  // root needs no write, and tells that the destination holds the root and all under it.
+  const tagChecks = new Map<string, Promise<string | undefined>>();
+  if (!opts.format && !opts.platforms && multiArch !== 'system' && dst.tagged) {
+    for (const ref of dstRefs) {
+      if (isDigestReference(ref)) continue;
+      tagChecks.set(ref, dst.tagged(ref, c).catch(() => undefined));
+    }
+  }
   const root = await src.resolve(srcRef, c);
   const parsed = await readManifestOrIndex(src, root, c);
   const rootActual: Descriptor = { mediaType: parsed.mediaType, digest: parsed.digest, size: parsed.raw.length };
@@ -88,16 +97,9 @@ async function copyWithin(src: ContentSource, srcRef: string, dst: ContentTarget
   // When the root is copied byte for byte, ask now whether the destination has it (then nothing
   // under it needs asking or sending), while the rest of the source is read.
   const keepsRoot = !opts.format && (!isIndex(parsed) || (!opts.platforms && multiArch !== 'system'));
-  if (keepsRoot) void plan.exists(dst, rootActual, c);
-  // And whether each tag already points at it: then the tag needs no write either.
-  const tagChecks = new Map<string, Promise<string | undefined>>();
-  if (keepsRoot && dst.tagged) {
-    for (const ref of dstRefs) {
-      if (isDigestReference(ref)) continue;
-      const check = dst.tagged(ref, c).catch(() => undefined);
-      tagChecks.set(ref, check);
-    }
-  }
+  const firstTag = tagChecks.values().next().value;
+  if (keepsRoot && firstTag && (await firstTag) === rootActual.digest) plan.assumePresent(dst, rootActual.digest);
+  else if (keepsRoot) void plan.exists(dst, rootActual, c);
   const ctx = { ...c, format: opts.format, note };
   let result: Descriptor;
   let platforms: string[];
@@ -219,7 +221,7 @@ async function copyWithin(src: ContentSource, srcRef: string, dst: ContentTarget
       }
       continue;
     }
-    if ((await tagChecks.get(ref)) === result.digest) {
+    if (keepsRoot && (await tagChecks.get(ref)) === result.digest) {
       opts.progress?.emit({ kind: 'message', level: 'info', text: `${dst.name}:${ref} points at ${shortDigest(result.digest)} already` });
     } else await dst.tag(result, ref, c);
     tags.push(ref);

@@ -58,16 +58,26 @@ export class CopyPlan {
     return this.byDigest.get(digest);
   }
 
-  /**
-   * Whether `dst` holds `d`, asked once per digest; a check can start early (while the rest of
-   * the plan is still being read) and be awaited later.
-   */
-  exists(dst: ContentTarget, d: Descriptor, opts: CallOptions): Promise<boolean> {
+  private checksFor(dst: ContentTarget): Map<string, Promise<boolean>> {
     let checks = this.checks.get(dst);
     if (!checks) {
       checks = new Map();
       this.checks.set(dst, checks);
     }
+    return checks;
+  }
+
+  /** Records that `dst` holds `digest` (a tag there points at it), so it is not asked. */
+  assumePresent(dst: ContentTarget, digest: string): void {
+    this.checksFor(dst).set(digest, Promise.resolve(true));
+  }
+
+  /**
+   * Whether `dst` holds `d`, asked once per digest; a check can start early (while the rest of
+   * the plan is still being read) and be awaited later.
+   */
+  exists(dst: ContentTarget, d: Descriptor, opts: CallOptions): Promise<boolean> {
+    const checks = this.checksFor(dst);
     let p = checks.get(d.digest);
     if (!p) {
       p = dst.exists(d, opts);
