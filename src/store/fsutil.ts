@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync } from 'node:fs';
 import { link, lstat, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ArchwayError, errorMessage, isErrnoException, sleep, throwIfAborted } from '../util/index.js';
@@ -276,5 +276,30 @@ async function acquireFileLock(lockPath: string, opts: LockOptions): Promise<voi
     }
     await sleep(delay + Math.floor(Math.random() * delay), opts.signal);
     delay = Math.min(delay * 2, 200);
+  }
+}
+
+/**
+ * A whole file of at most `limit` bytes (a manifest, a config, index.json), read synchronously:
+ * one blocking read costs a tenth of an async open, stat, read and close. Undefined when it does
+ * not exist, an INTEGRITY error when it is larger.
+ */
+export function readSmallFile(file: string, limit: number, what: string): Buffer | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (e) {
+    if (isErrnoException(e, 'ENOENT')) return undefined;
+    throw storageError(`${what}: cannot read ${file}`, e);
+  }
+  try {
+    const size = fstatSync(fd).size;
+    if (size > limit) throw new ArchwayError('INTEGRITY', `${what}: ${size} bytes is over the ${limit}-byte limit`);
+    return readFileSync(fd);
+  } catch (e) {
+    if (e instanceof ArchwayError) throw e;
+    throw storageError(`${what}: cannot read ${file}`, e);
+  } finally {
+    closeSync(fd);
   }
 }

@@ -1,4 +1,4 @@
-import { closeSync, createReadStream, fstatSync, openSync, readFileSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, stat, unlink, utimes } from 'node:fs/promises';
 import { join, resolve as resolvePath } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -21,9 +21,9 @@ import {
   type Digest,
   type ImageIndex,
 } from '../oci/index.js';
-import { ArchwayError, isErrnoException, LIMITS, readAllLimited, throwIfAborted } from '../util/index.js';
+import { ArchwayError, isErrnoException, LIMITS, throwIfAborted } from '../util/index.js';
 import type { CallOptions, ContentTarget } from '../image/index.js';
-import { activeTemps, createFileExclusive, fsyncDir, pathExists, storageError, tempName, withLock, writeFileAtomic, type LockOptions, type SignalOptions } from './fsutil.js';
+import { activeTemps, createFileExclusive, fsyncDir, pathExists, readSmallFile, storageError, tempName, withLock, writeFileAtomic, type LockOptions, type SignalOptions } from './fsutil.js';
 
 export const OCI_LAYOUT_FILE = 'oci-layout';
 export const OCI_LAYOUT_VERSION = '1.0.0';
@@ -329,7 +329,7 @@ export class OciLayout implements ContentTarget {
       throw storageError(`${this.name}: cannot stat ${digest}`, e);
     }
     if (size > LIMITS.manifest) throw new ArchwayError('FORMAT', `${this.name}@${digest}: ${size} bytes is too large for a manifest`);
-    const raw = await readAllLimited(await this.fetch({ mediaType: 'application/octet-stream', digest, size }, opts), LIMITS.manifest, `${this.name}@${digest}`);
+    const raw = await this.readSmall({ mediaType: 'application/octet-stream', digest, size }, LIMITS.manifest, opts);
     const parsed = parseManifestOrIndex(raw, undefined, `${this.name}@${digest}`);
     return { mediaType: parsed.mediaType, digest, size };
   }
@@ -457,7 +457,7 @@ export class OciLayout implements ContentTarget {
       if (!isDoc) return;
       let parsed;
       try {
-        const raw = await readAllLimited(await this.fetch(d, opts), LIMITS.manifest, `${this.name}@${d.digest}`);
+        const raw = await this.readSmall(d, LIMITS.manifest, opts);
         parsed = parseManifestOrIndex(raw, d.mediaType === 'application/octet-stream' ? undefined : d.mediaType, `${this.name}@${d.digest}`);
       } catch {
         return; // not a document (or corrupt): keep the blob, walk no further
@@ -469,7 +469,7 @@ export class OciLayout implements ContentTarget {
         await visit(v.config, depth + 1);
         try {
           if (v.config.size <= LIMITS.config && (await pathExists(this.blobPath(v.config.digest)))) {
-            const raw = await readAllLimited(await this.fetch(v.config, opts), LIMITS.config, `${this.name} config ${v.config.digest}`);
+            const raw = await this.readSmall(v.config, LIMITS.config, opts);
             for (const id of parseConfig(raw, 'config').rootfs.diff_ids) r.diffIDs.add(id);
           }
         } catch {
@@ -481,29 +481,5 @@ export class OciLayout implements ContentTarget {
     };
     for (const root of roots) await visit(root, 0);
     return r;
-  }
-}
-
-/**
- * A whole file of at most `limit` bytes, read synchronously (see OciLayout.readSmall); undefined
- * when it does not exist, an INTEGRITY error when it is larger.
- */
-function readSmallFile(file: string, limit: number, what: string): Buffer | undefined {
-  let fd: number;
-  try {
-    fd = openSync(file, 'r');
-  } catch (e) {
-    if (isErrnoException(e, 'ENOENT')) return undefined;
-    throw storageError(`${what}: cannot read ${file}`, e);
-  }
-  try {
-    const size = fstatSync(fd).size;
-    if (size > limit) throw new ArchwayError('INTEGRITY', `${what}: ${size} bytes is over the ${limit}-byte limit`);
-    return readFileSync(fd);
-  } catch (e) {
-    if (e instanceof ArchwayError) throw e;
-    throw storageError(`${what}: cannot read ${file}`, e);
-  } finally {
-    closeSync(fd);
   }
 }
