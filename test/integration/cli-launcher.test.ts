@@ -120,3 +120,17 @@ test('the command works called by path, through a relative symlink (npm link), a
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('archway platforms prints the probed native platforms, as text or json, and names a bad --format', async () => {
+  const text = await archway(['platforms']);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /^host: linux\/\S+\nnative: linux\/\S+/);
+  const json = await archway(['platforms', '--format', 'json']);
+  assert.equal(json.code, 0, json.stderr);
+  const parsed = JSON.parse(json.stdout) as { host: string; native: string[] };
+  assert.ok(parsed.native.includes(parsed.host), 'the host runs its own platform');
+  assert.equal(text.stdout, `host: ${parsed.host}\nnative: ${parsed.native.join(', ')}\n`);
+  const bad = await archway(['platforms', '--format', 'yaml']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--format "yaml": expected text or json/);
+});
