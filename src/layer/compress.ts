@@ -23,7 +23,6 @@ export function detectCompression(head: Buffer): Compression {
 // CRC32 (zlib.crc32 exists from Node 20.15 / 22.2; a table version otherwise)
 
 type Crc32Fn = (data: Buffer, value?: number) => number;
-let tableCrc: Crc32Fn | undefined;
 function makeTableCrc(): Crc32Fn {
   const table = new Uint32Array(256);
   for (let n = 0; n < 256; n++) {
@@ -37,8 +36,13 @@ function makeTableCrc(): Crc32Fn {
     return (c ^ 0xffffffff) >>> 0;
   };
 }
-const zlibCrc = (zlib as unknown as { crc32?: Crc32Fn }).crc32;
-export const crc32: Crc32Fn = typeof zlibCrc === 'function' ? zlibCrc : (tableCrc ??= makeTableCrc());
+let chosenCrc: Crc32Fn | undefined;
+function chooseCrc(): Crc32Fn {
+  const zlibCrc = (zlib as unknown as { crc32?: Crc32Fn }).crc32;
+  return typeof zlibCrc === 'function' ? zlibCrc : makeTableCrc();
+}
+/** Chosen at the first call, not at load: the bundle loads zlib only when it is used. */
+export const crc32: Crc32Fn = (data, value) => (chosenCrc ??= chooseCrc())(data, value);
 
 // ---------------------------------------------------------------------------------------------
 // zstd: Node's zlib when it has it (≥ 22.15), else the zstd binary
