@@ -12,7 +12,10 @@ const vm = require('node:vm');
 const { createRequire, wrap } = require('node:module');
 
 const file = path.join(__dirname, '..', 'dist', 'archway.cjs');
-const cacheFile = `${file}.v8cache`;
+// One cache per Node version (V8 rejects another's): the build leaves the one for its Node,
+// filled by a training run, and a run under another Node (the tests run under two) neither
+// throws it away nor is slowed by it.
+const cacheFile = `${file}.${process.version}.v8cache`;
 let cachedData;
 try {
   // A cache older than the bundle belongs to an earlier build: V8 would only check its length.
@@ -20,7 +23,8 @@ try {
 } catch {
   cachedData = undefined;
 }
-const script = new vm.Script(wrap(fs.readFileSync(file, 'utf8')), {
+// Latin-1: the bundle is ASCII-only (scripts/bundle.mjs makes sure), and this decoding is a copy.
+const script = new vm.Script(wrap(fs.readFileSync(file, 'latin1')), {
   filename: file,
   cachedData,
   // import() of Node's own modules inside the bundle, on a Node without process.getBuiltinModule.
@@ -28,8 +32,9 @@ const script = new vm.Script(wrap(fs.readFileSync(file, 'utf8')), {
 });
 const bundle = { exports: {} };
 script.runInThisContext()(bundle.exports, createRequire(file), bundle, file, path.dirname(file));
-if (cachedData === undefined || script.cachedDataRejected) {
-  // Missing, stale or made by another Node: leave a fresh cache for the next run where we may write.
+// Missing or stale: leave a fresh cache for the next run, where we may write. A current cache that
+// V8 rejects was made under other V8 flags (NODE_OPTIONS); it stays for the runs without them.
+if (cachedData === undefined) {
   process.once('exit', () => {
     const tmp = `${cacheFile}.${process.pid}`;
     try {

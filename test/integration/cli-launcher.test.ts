@@ -46,7 +46,7 @@ test('the code cache is made when missing or stale, and the command works either
     mkdirSync(join(root, 'dist'));
     for (const f of ['bin/archway', 'bin/archway.cjs', 'dist/archway.cjs']) copyFileSync(join(REPO_ROOT, f), join(root, f));
     const bin = join(root, 'bin', 'archway');
-    const cache = join(root, 'dist', 'archway.cjs.v8cache');
+    const cache = join(root, 'dist', `archway.cjs.${process.version}.v8cache`);
     const env = { ARCHWAY_NODE: process.execPath };
     const first = await runCommand('sh', [bin, 'platforms'], { env });
     assert.equal(first.code, 0, first.stderr);
@@ -58,6 +58,13 @@ test('the code cache is made when missing or stale, and the command works either
     assert.equal(second.code, 0, second.stderr);
     assert.equal(second.stdout, first.stdout);
     assert.ok(statSync(cache).mtimeMs > old.getTime(), 'the stale cache was rewritten');
+    // A run under other V8 flags cannot use the cache (V8 rejects it) and must not replace it:
+    // the build's cache, filled by a training run, is worth more to the runs without them.
+    const made = readFileSync(cache);
+    const flagged = await runCommand('sh', [bin, 'platforms'], { env: { ...env, NODE_OPTIONS: '--max-semi-space-size=32' } });
+    assert.equal(flagged.code, 0, flagged.stderr);
+    assert.equal(flagged.stdout, first.stdout);
+    assert.ok(readFileSync(cache).equals(made), 'the cache is left as it was');
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
