@@ -75,7 +75,21 @@ export async function main(argv: string[], io: Io, signal: AbortSignal, hooks: P
       return values.help === true ? 0 : 2;
     }
     const progressMode = typeof values.progress === 'string' ? values.progress : 'auto';
-    const ctx: CommandContext = { ...io, values, positionals, signal, debug, progress: makeProgress(progressMode, io.stderr), ...hooks };
+    const ctx: CommandContext = {
+      stdout: io.stdout,
+      stderr: io.stderr,
+      // Read through: process.stdin is a stream made on first use, which only login needs.
+      get stdin() {
+        return io.stdin;
+      },
+      env: io.env,
+      values,
+      positionals,
+      signal,
+      debug,
+      progress: makeProgress(progressMode, io.stderr),
+      ...hooks,
+    };
     return await cmd.run(ctx);
   } catch (e) {
     return reportError(e, io, debug, signal);
@@ -114,7 +128,16 @@ export async function runCli(argv: string[] = process.argv.slice(2)): Promise<vo
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const code = await main(argv, { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env }, controller.signal, {
+  const io: Io = {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    // Made on first use only: opening stdin costs a stream and a file descriptor at every start.
+    get stdin() {
+      return process.stdin;
+    },
+    env: process.env,
+  };
+  const code = await main(argv, io, controller.signal, {
     interceptSignal: (handler) => {
       interceptor = handler;
     },

@@ -79,8 +79,6 @@ async function copyWithin(src: ContentSource, srcRef: string, dst: ContentTarget
     notes.push(text);
     opts.progress?.emit({ kind: 'message', level: 'info', text });
   };
-  // A registry destination gets its connection, auth scheme and push token while the source is read.
-  if (dst instanceof RegistryRepository) void dst.prepare({ push: true, ...(opts.signal ? { signal: opts.signal } : {}) });
   // What each tag points at already, asked while the source is read: a tag that points at the
   // root needs no write, and tells that the destination holds the root and all under it.
   const tagChecks = new Map<string, Promise<string | undefined>>();
@@ -90,6 +88,13 @@ async function copyWithin(src: ContentSource, srcRef: string, dst: ContentTarget
       tagChecks.set(ref, dst.tagged(ref, c).catch(() => undefined));
     }
   }
+  const firstTag = tagChecks.values().next().value;
+  // A registry destination gets its connection, auth scheme and push token while the source is
+  // read; after the first tag check, whose answer tells the auth scheme as a ping of /v2/ would.
+  if (dst instanceof RegistryRepository) {
+    const prepare = (): Promise<void> => dst.prepare({ push: true, ...(opts.signal ? { signal: opts.signal } : {}) });
+    void (firstTag ? firstTag.then(prepare) : prepare());
+  }
   const root = await src.resolve(srcRef, c);
   const parsed = await readManifestOrIndex(src, root, c);
   const rootActual: Descriptor = { mediaType: parsed.mediaType, digest: parsed.digest, size: parsed.raw.length };
@@ -97,7 +102,6 @@ async function copyWithin(src: ContentSource, srcRef: string, dst: ContentTarget
   // When the root is copied byte for byte, ask now whether the destination has it (then nothing
   // under it needs asking or sending), while the rest of the source is read.
   const keepsRoot = !opts.format && (!isIndex(parsed) || (!opts.platforms && multiArch !== 'system'));
-  const firstTag = tagChecks.values().next().value;
   if (keepsRoot && firstTag && (await firstTag) === rootActual.digest) plan.assumePresent(dst, rootActual.digest);
   else if (keepsRoot) void plan.exists(dst, rootActual, c);
   const ctx = { ...c, format: opts.format, note };

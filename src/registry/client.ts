@@ -434,7 +434,10 @@ export class RegistryClient {
         continue;
       }
       if (probe) {
-        if (res.status === 401 || (res.status >= 200 && res.status < 400)) {
+        // A 404 is a registry's answer when it says it speaks the registry API (the distribution
+        // registry and most others do): a tag that is not there yet, as a copy asks first.
+        const registry404 = res.status === 404 && res.headers['docker-distribution-api-version'] !== undefined;
+        if (res.status === 401 || (res.status >= 200 && res.status < 400) || registry404) {
           // The host answers as a registry on this scheme.
           probe = false;
           this.transport.rememberScheme(req.host, scheme);

@@ -10,7 +10,7 @@
  * Read from $ARCHWAY_CONFIG or ~/.config/archway/config.toml; `--insecure-registry HOST` adds
  * `insecure` for a host.
  */
-import { promises as fs } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import * as path from 'node:path';
 import { parse as parseToml } from 'smol-toml';
@@ -90,7 +90,9 @@ export async function loadRegistrySettings(opts: { file?: string; env?: NodeJS.P
   const file = opts.file ?? defaultConfigPath(opts.env);
   let text: string;
   try {
-    text = await fs.readFile(file, { encoding: 'utf8', ...(opts.signal ? { signal: opts.signal } : {}) });
+    // A small file read at the start of every registry command: a blocking read, as the first
+    // asynchronous one would start libuv's thread pool for it alone.
+    text = readFileSync(file, 'utf8');
   } catch (e) {
     if (isErrnoException(e, 'ENOENT')) return { hosts: {} };
     throw new ArchwayError('STORAGE', `cannot read ${file}: ${errorMessage(e)}`);
