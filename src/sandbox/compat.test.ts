@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { parsePlatform } from '../oci/index.js';
-import { probeBinary, runsHere } from './compat.js';
+import { keptAnswerFile, probeBinary, refusesWithMemory, runsHere } from './compat.js';
 
 describe('companion-architecture probe', () => {
   for (const [platform, machine, qemu] of [
@@ -47,5 +47,33 @@ describe('companion-architecture probe', () => {
     assert.equal(await runsHere(alien), 'no');
     assert.equal(await runsHere(Buffer.from('#!/bin/sh\nexit 42\n')), 'yes');
     assert.equal(await runsHere(Buffer.from('#!/bin/sh\nexit 3\n')), 'no');
+  });
+
+  it('keeps the answer for the boot, and trusts only a kept answer of its own', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'archway-kept-test-'));
+    try {
+      const file = keptAnswerFile('386', { XDG_RUNTIME_DIR: dir });
+      assert.ok(file, 'the boot id is readable here');
+      assert.ok(file.startsWith(`${dir}/`));
+      const runs = Buffer.from('#!/bin/sh\nexit 42\n');
+      // First asked: the probe runs (the binary exits 42) and its answer is kept.
+      assert.equal(await refusesWithMemory(runs, file), false);
+      assert.equal(await fs.readFile(file, 'utf8'), 'runs\n');
+      // A kept answer is taken without running anything: this one says "refuses".
+      await fs.writeFile(file, 'refuses\n', { mode: 0o600 });
+      assert.equal(await refusesWithMemory(runs, file), true);
+      // One that others may write is not trusted: the probe runs again and replaces it.
+      await fs.chmod(file, 0o666);
+      assert.equal(await refusesWithMemory(runs, file), false);
+      assert.equal(await fs.readFile(file, 'utf8'), 'runs\n');
+      assert.equal((await fs.stat(file)).mode & 0o777, 0o600);
+      // Nor is a symlink planted in its place.
+      await fs.rm(file);
+      await fs.writeFile(path.join(dir, 'elsewhere'), 'refuses\n', { mode: 0o600 });
+      await fs.symlink(path.join(dir, 'elsewhere'), file);
+      assert.equal(await refusesWithMemory(runs, file), false);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 });

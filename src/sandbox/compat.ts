@@ -3,11 +3,11 @@
  * linux/arm on arm64. containerd (and nativelyRunnable) assume it does, but a kernel built
  * without CONFIG_IA32_EMULATION or CONFIG_COMPAT, booted with ia32_emulation=0, or on an arm64
  * CPU without AArch32 (most recent server cores) refuses such binaries with ENOEXEC: there they
- * need QEMU like any foreign platform. Answered once per process by running a tiny static ELF
- * of that architecture that only exits with a known code.
+ * need QEMU like any foreign platform. Answered by running a tiny static ELF of that
+ * architecture that only exits with a known code, once per boot (the answer is kept).
  */
 import { spawn } from 'node:child_process';
-import { promises as fs } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, promises as fs, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { hostPlatform, nativelyRunnable, normalizePlatform, type Platform } from '../oci/index.js';
@@ -91,13 +91,76 @@ export async function runsHere(binary: Buffer): Promise<'yes' | 'no' | 'unknown'
   }
 }
 
+/**
+ * Where the answer for `architecture` is kept until the next boot, the only time it can change:
+ * $XDG_RUNTIME_DIR (else the temp dir), named by user, architecture and boot id. Undefined when
+ * the boot id cannot be read.
+ */
+export function keptAnswerFile(architecture: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  let bootId: string;
+  try {
+    bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim();
+  } catch {
+    return undefined;
+  }
+  if (!/^[0-9a-f-]{16,64}$/.test(bootId)) return undefined;
+  const uid = process.getuid?.() ?? 'user';
+  return path.join(env['XDG_RUNTIME_DIR'] || os.tmpdir(), `archway-${uid}-runs-${architecture}-${bootId}`);
+}
+
+const KEPT_REFUSES = 'refuses\n';
+const KEPT_RUNS = 'runs\n';
+
+/** A kept answer, from a regular file of this user's that nobody else may write; else undefined. */
+function recall(file: string): boolean | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+  } catch {
+    return undefined;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.uid !== (process.getuid?.() ?? st.uid) || (st.mode & 0o022) !== 0 || st.size > 16) return undefined;
+    const text = readFileSync(fd, 'latin1');
+    return text === KEPT_REFUSES ? true : text === KEPT_RUNS ? false : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Keeps an answer (a new file renamed into place); a failure only means probing again next time. */
+function keep(file: string, refuses: boolean): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    writeFileSync(tmp, refuses ? KEPT_REFUSES : KEPT_RUNS, { mode: 0o600, flag: 'wx' });
+    renameSync(tmp, file);
+  } catch {
+    rmSync(tmp, { force: true });
+  }
+}
+
+/**
+ * Whether the kernel refuses `binary`: the answer kept in `file` when there is one, else the
+ * probe's, then kept there. A probe that could not be tried counts as running and is not kept.
+ */
+export async function refusesWithMemory(binary: Buffer, file: string | undefined): Promise<boolean> {
+  const kept = file === undefined ? undefined : recall(file);
+  if (kept !== undefined) return kept;
+  const r = await runsHere(binary);
+  if (r !== 'unknown' && file !== undefined) keep(file, r === 'no');
+  return r === 'no';
+}
+
 const refusals = new Map<string, Promise<boolean>>();
 
 /**
  * Whether the kernel refuses to run `platform`'s architecture itself, for the host's companion
  * architectures ('386' on amd64, 'arm' on arm64); false for every other platform, and when the
  * probe cannot be tried (it is assumed to run, as before the probe existed). Asked once per
- * architecture and process.
+ * architecture and boot: a build that is all cached spawns nothing.
  */
 export function kernelRefuses(platform: Platform): Promise<boolean> {
   const host = normalizePlatform(hostPlatform());
@@ -107,7 +170,7 @@ export function kernelRefuses(platform: Platform): Promise<boolean> {
   if (!binary || !nativelyRunnable(host).some((q) => q.architecture === p.architecture)) return Promise.resolve(false);
   let answer = refusals.get(p.architecture);
   if (!answer) {
-    answer = runsHere(binary).then((r) => r === 'no');
+    answer = refusesWithMemory(binary, keptAnswerFile(p.architecture));
     refusals.set(p.architecture, answer);
   }
   return answer;
