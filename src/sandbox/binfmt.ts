@@ -215,23 +215,23 @@ function escapedToHex(s: string): string {
   return out;
 }
 
+/** Each emulator's magic and mask as bytes, made once: every entry of every build is matched against them. */
+let specBytes: Array<{ spec: EmulatorSpec; magic: Buffer; mask: Buffer }> | undefined;
+
 function matchSpec(magicHex: string, maskHex: string, offset: number): EmulatorSpec | undefined {
   if (offset !== 0) return undefined;
-  return EMULATORS.find((e) => {
-    const m = escapedToHex(e.magic);
-    const k = escapedToHex(e.mask);
+  specBytes ??= EMULATORS.map((spec) => ({ spec, magic: Buffer.from(escapedToHex(spec.magic), 'hex'), mask: Buffer.from(escapedToHex(spec.mask), 'hex') }));
+  const magic = Buffer.from(magicHex, 'hex');
+  const theirMask = maskHex ? Buffer.from(maskHex, 'hex') : undefined;
+  return specBytes.find(({ magic: m, mask: k }) => {
     // The ELF header compared under the entry's mask must be what our table says.
-    if (magicHex.length < m.length) return false;
-    for (let i = 0; i < m.length; i += 2) {
-      const km = parseInt(k.slice(i, i + 2), 16);
-      const theirMask = maskHex ? parseInt(maskHex.slice(i, i + 2) || 'ff', 16) : 0xff;
-      const a = parseInt(magicHex.slice(i, i + 2), 16) & km & theirMask;
-      const b = parseInt(m.slice(i, i + 2), 16) & km & theirMask;
-      if (a !== b) return false;
+    if (magic.length < m.length) return false;
+    for (let i = 0; i < m.length; i++) {
+      const both = (k[i] ?? 0xff) & (theirMask?.[i] ?? 0xff);
+      if (((magic[i] ?? 0) & both) !== ((m[i] ?? 0) & both)) return false;
     }
-    // e_machine bytes (18..19) must be compared by both masks to be the same architecture
     return true;
-  });
+  })?.spec;
 }
 
 /** Parses one /proc/sys/fs/binfmt_misc/NAME file. */
