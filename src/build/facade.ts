@@ -235,8 +235,10 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
   await preflight(plan, openBase, opts.signal);
   // Now that the bases are known, plan again with their environments (ENV PATH=$PATH:/x needs the base's PATH).
   // ONBUILD triggers of the bases, too: the planner puts them at the start of the stages built on them.
+  // And their SHELL, which shell-form RUN, CMD and ENTRYPOINT of a child image use, as in BuildKit.
   const baseEnvs = new Map<string, Record<string, string>>();
   const baseTriggers = new Map<string, string[]>();
+  const baseShells = new Map<string, string[]>();
   for (const stage of plan.stages) {
     if (stage.base.kind !== 'image') continue;
     const { image } = await openBase(stage.base.ref, stage.base.platform);
@@ -249,16 +251,19 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
     baseEnvs.set(k, env);
     const triggers = image.config.config?.OnBuild ?? [];
     if (triggers.length > 0) baseTriggers.set(k, triggers);
+    const shell = image.config.config?.Shell ?? [];
+    if (shell.length > 0) baseShells.set(k, shell);
   }
   // Planning again only matters when a base's variable is used in the Dockerfile (or a base has
-  // triggers); the names it mentions are a safe over-approximation of what expansion reads.
+  // triggers or a SHELL); the names it mentions are a safe over-approximation of what expansion reads.
   const mentioned = new Set([...first.text.matchAll(/\$\{?([A-Za-z_][A-Za-z0-9_]*)/g)].map((m) => m[1]));
   const envMatters = [...baseEnvs.values()].some((env) => Object.keys(env).some((k) => mentioned.has(k)));
-  if (envMatters || baseTriggers.size > 0) {
+  if (envMatters || baseTriggers.size > 0 || baseShells.size > 0) {
     plan = planBuild({
       ...planInputs(opts, first.text, first.file),
       baseImageEnv: (ref, p) => baseEnvs.get(`${ref}\0${formatPlatform(p)}`),
       baseImageOnBuild: (ref, p) => baseTriggers.get(`${ref}\0${formatPlatform(p)}`),
+      baseImageShell: (ref, p) => baseShells.get(`${ref}\0${formatPlatform(p)}`),
     });
     // Triggers can add RUN steps and sources: check the final plan too (bases are opened once).
     if (baseTriggers.size > 0) await preflight(plan, openBase, opts.signal);

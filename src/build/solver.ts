@@ -1,6 +1,7 @@
 import { createReadStream, constants as fsc, promises as fs } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import { createHash, randomBytes } from 'node:crypto';
 import { ArchwayError, errorMessage, isArchwayError, Limiter, SingleFlight, throwIfAborted } from '../util/index.js';
 import {
@@ -19,6 +20,7 @@ import { cleanSourcePath, digestSources, expandSource, type SourceTree } from '.
 import { parseChmod, parseChown, stageCopy } from './copy.js';
 import { downloadUrl, isHttpUrl, parseChecksum, urlFileName, URL_FILE_MODE, type Downloaded } from './download.js';
 import { withRunMounts, type MountEnv } from './mounts.js';
+import type { SandboxBind } from '../sandbox/index.js';
 import { lookupInLayers, readFileFromLayers, runStep, withMergedRoot } from './rootfs.js';
 import { layerSnapshots } from './snapshots.js';
 
@@ -446,15 +448,27 @@ export class Solver {
     const tail: string[] = [];
     const platform = formatPlatform(this.o.targetPlatformOf(stage));
     const lineId = `${stage.id.slice(0, 12)}:${step.line}`;
-    let partial = '';
+    const emitLine = (line: string, stream: 'stdout' | 'stderr'): void => {
+      tail.push(line);
+      if (tail.length > SHORT_OUTPUT_LINES) tail.shift();
+      this.o.progress.emit({ kind: 'log', id: lineId, platform, stream, line });
+    };
+    // Per stream: a line begun on stdout is not finished by stderr, nor a character split
+    // between two chunks decoded in halves.
+    const pending = { stdout: { text: '', decoder: new StringDecoder('utf8') }, stderr: { text: '', decoder: new StringDecoder('utf8') } };
     const onOutput = (chunk: Buffer, stream: 'stdout' | 'stderr'): void => {
-      const text = partial + chunk.toString('utf8');
-      const lines = text.split('\n');
-      partial = lines.pop() ?? '';
-      for (const line of lines) {
-        tail.push(line);
-        if (tail.length > SHORT_OUTPUT_LINES) tail.shift();
-        this.o.progress.emit({ kind: 'log', id: lineId, platform, stream, line });
+      const p = pending[stream];
+      const lines = (p.text + p.decoder.write(chunk)).split('\n');
+      p.text = lines.pop() ?? '';
+      for (const line of lines) emitLine(line, stream);
+    };
+    // The last line of output may lack its newline; it is output all the same.
+    const flushOutput = (): void => {
+      for (const stream of ['stdout', 'stderr'] as const) {
+        const p = pending[stream];
+        const rest = p.text + p.decoder.end();
+        p.text = '';
+        if (rest) emitLine(rest, stream);
       }
     };
     // The default network of a RUN step is the host's, as BuildKit's; --network none isolates it.
@@ -469,6 +483,8 @@ export class Solver {
       ...(this.o.signal ? { signal: this.o.signal } : {}),
     };
     try {
+      // `RUN <<EOF` whose heredoc starts with #!: BuildKit runs it as a file at /dev/pipes/EOF.
+      const scriptBind = step.script ? await writeRunScript(work, step.script) : undefined;
       // The mounts are released (unmounted, copies removed) before the layer is written.
       const run = await withRunMounts(mountEnv, step.mounts, cwd, ({ binds, env: secretEnv }) =>
         runStep({
@@ -480,7 +496,7 @@ export class Solver {
           ...(cfg.User ? { user: cfg.User } : {}),
           hostname: 'archway',
           network,
-          binds,
+          binds: scriptBind ? [...binds, scriptBind] : binds,
           stdio: 'pipe',
           onOutput,
           platform: stage.platform,
@@ -488,7 +504,7 @@ export class Solver {
         }, work),
       );
       const result = run.result;
-      if (partial) tail.push(partial);
+      flushOutput();
       if (result.exitCode !== 0) {
         throwIfAborted(this.o.signal);
         const how = result.signal ? `was killed by ${result.signal}` : `exited with code ${result.exitCode}`;
@@ -698,3 +714,11 @@ function sameArch(a: Platform, b: Platform): boolean {
   return a.architecture === b.architecture || (b.architecture === 'amd64' && a.architecture === '386') || (b.architecture === 'arm64' && a.architecture === 'arm');
 }
 
+/** The script of a `RUN <<EOF` heredoc, as a read-only executable file bound at its path in the sandbox. */
+async function writeRunScript(work: string, script: { path: string; content: string }): Promise<SandboxBind> {
+  const file = path.join(work, 'heredoc-script');
+  await fs.writeFile(file, script.content, { mode: 0o755 });
+  // The umask may have taken the execute bits.
+  await fs.chmod(file, 0o755);
+  return { source: file, target: script.path, readonly: true };
+}

@@ -43,6 +43,8 @@ export interface PlanOptions {
    * They are parsed with this parser and run first in every stage built FROM that image.
    */
   baseImageOnBuild?: (ref: string, platform: Platform) => readonly string[] | undefined;
+  /** The SHELL a base image was built with (its config's Shell), when the caller has resolved it. */
+  baseImageShell?: (ref: string, platform: Platform) => readonly string[] | undefined;
 }
 
 export const PLATFORM_ARG_NAMES = [
@@ -336,7 +338,8 @@ export function planBuild(opts: PlanOptions): BuildPlan {
           warn('pinned-digest', `base image "${image}" is pinned by digest; if it names a single-platform manifest, every target platform gets that one platform`, from.line, from.column);
         }
         const env = opts.baseImageEnv?.(image, platform);
-        state = { env: new Map(Object.entries(env ?? {})), shell: defaultShell(platform), known: env !== undefined };
+        const shell = opts.baseImageShell?.(image, platform);
+        state = { env: new Map(Object.entries(env ?? {})), shell: shell && shell.length > 0 ? [...shell] : defaultShell(platform), known: env !== undefined };
       }
       // ONBUILD triggers of the base run first, as if written right after FROM: from a base image's
       // config, or from the ONBUILD instructions of a base stage in this Dockerfile (BuildKit's rule).

@@ -286,6 +286,16 @@ test('undefined variables are not flagged when the base image env is unknown, an
   assert.equal(p.targets[0]?.stage.baseEnvKnown, true);
 });
 
+test("a base image's SHELL runs the child's shell-form RUN and CMD; a SHELL of its own still wins", () => {
+  const df = 'FROM base\nRUN make\nCMD serve\nSHELL ["/bin/bash", "-c"]\nRUN test';
+  const p = plan(df, { baseImageShell: () => ['/bin/ash', '-eo', 'pipefail', '-c'] });
+  assert.deepEqual(step(p, 'run').args, ['/bin/ash', '-eo', 'pipefail', '-c', 'make']);
+  assert.deepEqual(step(p, 'cmd').args, ['/bin/ash', '-eo', 'pipefail', '-c', 'serve']);
+  assert.deepEqual(step(p, 'run', 1).args, ['/bin/bash', '-c', 'test']);
+  // Without the base's config, the default shell.
+  assert.deepEqual(step(plan(df), 'run').args, ['/bin/sh', '-c', 'make']);
+});
+
 test('RUN referencing $TARGETARCH without ARG is flagged', () => {
   const p = plan('FROM alpine\nRUN echo ${TARGETARCH}');
   assert.ok(p.warnings.some((w) => w.kind === 'platform-arg-undeclared' && w.line === 2));

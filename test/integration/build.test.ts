@@ -213,6 +213,38 @@ describe('outputs', () => {
   });
 });
 
+describe('RUN as BuildKit runs it', () => {
+  test('a heredoc that starts with #! runs as a script, natively and under QEMU', async () => {
+    const ctx = write(join(home.dir, 'heredoc-script'), {
+      Dockerfile: `FROM ${BASE}\nRUN <<EOF\n#!/bin/sh\nset -e\necho "script on $(uname -m) as $0" > /script.txt\nEOF\nCMD ["cat", "/script.txt"]\n`,
+    });
+    expectCode(await aw(['build', '--platform', 'linux/amd64,linux/arm64', '-t', 'heredoc-script:1', ctx]), 0, 'build');
+    for (const [platform, machine] of [['linux/amd64', 'x86_64'], ['linux/arm64', 'aarch64']] as const) {
+      const r = expectCode(await aw(['run', '--platform', platform, 'heredoc-script:1']), 0, `run ${platform}`);
+      assert.equal(r.stdout, `script on ${machine} as /dev/pipes/EOF\n`);
+    }
+  });
+
+  test('the last line of output shows even without a newline, on its own stream', async () => {
+    const ctx = write(join(home.dir, 'no-newline'), { Dockerfile: `FROM ${BASE}\nRUN printf 'out-begun '; printf 'err-line\\n' >&2; printf 'out-ended'\n` });
+    const r = expectCode(await aw(['build', '--progress', 'plain', '--no-cache', ctx]), 0, 'build');
+    assert.match(r.stderr, /^\[linux\/amd64\] out-begun out-ended$/m);
+    assert.match(r.stderr, /^\[linux\/amd64\] err-line$/m);
+  });
+
+  test("a base image's SHELL runs the shell-form RUN and CMD of an image built on it", async () => {
+    // sh -x traces each command it runs on stderr: the trace shows which shell ran it.
+    const base = write(join(home.dir, 'shell-base'), { Dockerfile: `FROM ${BASE}\nSHELL ["/bin/sh", "-xc"]\n` });
+    expectCode(await aw(['build', '-t', 'shell-base:1', base]), 0, 'build the base');
+    const child = write(join(home.dir, 'shell-child'), { Dockerfile: 'FROM shell-base:1\nRUN echo built > /built.txt\nCMD cat /built.txt\n' });
+    const r = expectCode(await aw(['build', '--progress', 'plain', '-t', 'shell-child:1', child]), 0, 'build the child');
+    assert.match(r.stderr, /\+ echo built/);
+    const run = expectCode(await aw(['run', 'shell-child:1']), 0, 'run the child');
+    assert.equal(run.stdout, 'built\n');
+    assert.match(run.stderr, /\+ cat \/built\.txt/);
+  });
+});
+
 describe('bad input', () => {
   test('a syntax error names file:line:col and exits 2', async () => {
     const ctx = write(join(home.dir, 'bad-syntax'), { Dockerfile: `FROM ${BASE}\nCOPPY a /b\n` });
