@@ -501,7 +501,7 @@ export class Solver {
           onOutput,
           platform: stage.platform,
           ...(this.o.signal ? { signal: this.o.signal } : {}),
-        }, work),
+        }, work).catch((e: unknown) => rethrowAt(e, this.where(stage, step), step)),
       );
       const result = run.result;
       flushOutput();
@@ -686,7 +686,7 @@ function rethrowWhere(e: unknown, where: string): never {
 }
 
 function rethrowAt(e: unknown, where: string, step: Step): never {
-  if (isArchwayError(e)) {
+  if (isArchwayError(e) && e.code !== 'INTERRUPTED') {
     throw new ArchwayError(e.code, `${where}: ${step.display}: ${e.message}`, { details: { ...e.details, line: step.line }, ...(e.hint ? { hint: e.hint } : {}) });
   }
   throw e;

@@ -253,6 +253,12 @@ describe('bad input', () => {
     assert.match(r.stderr, /did you mean COPY/);
   });
 
+  test('a USER the image does not know fails its RUN with the Dockerfile line', async () => {
+    const ctx = write(join(home.dir, 'bad-user'), { Dockerfile: `FROM ${BASE}\nUSER nosuchuser\nRUN id\n` });
+    const r = expectCode(await aw(['build', ctx]), 1, 'unknown user');
+    assert.match(r.stderr, /Dockerfile:3: RUN id: unable to find user nosuchuser/);
+  });
+
   test('a missing context file is named', async () => {
     const ctx = write(join(home.dir, 'bad-missing'), { Dockerfile: `FROM ${BASE}\nCOPY nothere.txt /x\n` });
     const r = expectCode(await aw(['build', ctx]), 2, 'missing file');
