@@ -255,7 +255,7 @@ describe('bad input', () => {
 
   test('a USER the image does not know fails its RUN with the Dockerfile line', async () => {
     const ctx = write(join(home.dir, 'bad-user'), { Dockerfile: `FROM ${BASE}\nUSER nosuchuser\nRUN id\n` });
-    const r = expectCode(await aw(['build', ctx]), 1, 'unknown user');
+    const r = expectCode(await aw(['build', ctx]), 2, 'unknown user');
     assert.match(r.stderr, /Dockerfile:3: RUN id: unable to find user nosuchuser/);
   });
 
