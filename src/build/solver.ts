@@ -17,7 +17,7 @@ import { emptyConfig, type ContentSource, type LayerRef, type LoadedImage } from
 import type { Store } from '../store/index.js';
 import type { AddStep, CopySource, CopyStep, RunStep, StageNode, Step } from '../graph/index.js';
 import { cleanSourcePath, digestSources, expandSource, type SourceTree } from './context.js';
-import { parseChmod, parseChown, stageCopy } from './copy.js';
+import { digestCopySources, expandCopySource, parseChmod, parseChown, stageCopy, type CopySourceEntry } from './copy.js';
 import { downloadUrl, isHttpUrl, parseChecksum, urlFileName, URL_FILE_MODE, type Downloaded } from './download.js';
 import { withRunMounts, type MountEnv } from './mounts.js';
 import type { SandboxBind } from '../sandbox/index.js';
@@ -275,7 +275,7 @@ export class Solver {
         createdBy = `RUN ${step.command && 'shell' in step.command ? `/bin/sh -c ${step.command.shell}` : JSON.stringify(step.args)} # archway`;
       } else {
         layer = await this.execCopy(stage, state, step, inputs);
-        createdBy = `${step.kind.toUpperCase()} ${[...step.sources, ...(step.kind === 'add' ? step.urls : [])].join(' ')} ${step.dest} # archway`;
+        createdBy = `${step.kind.toUpperCase()} ${step.kind === 'copy' && step.parents ? '--parents ' : ''}${[...step.sources, ...(step.kind === 'add' ? step.urls : [])].join(' ')} ${step.dest} # archway`;
       }
       stats.run++;
       const layers = [...state.layers, layer];
@@ -301,14 +301,14 @@ export class Solver {
 
   /** What a step reads besides its parent state: the contents of COPY/ADD sources. */
   /** The digest of context sources, once per build for every platform that copies them. */
-  private contextDigest(sources: string[]): Promise<string> {
-    const key = JSON.stringify(sources);
+  private contextDigest(sources: string[], parents: boolean): Promise<string> {
+    const key = JSON.stringify([sources, parents]);
     let digest = this.contextDigests.get(key);
     if (!digest) {
       digest = (async () => {
-        const matches = [];
-        for (const s of sources) matches.push(...(await expandSource(this.o.contextTree, s)));
-        return digestSources(this.o.contextTree, matches);
+        const entries: CopySourceEntry[] = [];
+        for (const s of sources) entries.push(...(await expandCopySource(this.o.contextTree, s, { parents, scope: 'context' })));
+        return digestCopySources(this.o.contextTree, entries);
       })();
       this.contextDigests.set(key, digest);
     }
@@ -323,7 +323,7 @@ export class Solver {
         if (step.sources.length === 0 && urls.length === 0) return 'inline';
         const parts: string[] = [];
         if (step.sources.length > 0) {
-          parts.push(await this.contextDigest(step.sources).catch((e: unknown) => rethrowAt(e, this.where(stage, step), step)));
+          parts.push(await this.contextDigest(step.sources, step.kind === 'copy' && step.parents).catch((e: unknown) => rethrowAt(e, this.where(stage, step), step)));
         }
         if (step.kind === 'add') for (const u of step.urls) parts.push(await this.urlInput(stage, step, u));
         return urls.length === 0 ? (parts[0] as string) : sha(`urls\0${parts.join('\0')}`);
@@ -546,7 +546,10 @@ export class Solver {
     const chmod = step.chmod ? parseChmod(step.chmod) : undefined;
     // The layer depends only on what is copied and where, not on the base: the same COPY on every
     // platform makes one layer, computed once (the key has no parent state in it).
-    const layerKey = sha(`copy-layer\0${inputsDigest}\0${step.kind === 'add' ? `${JSON.stringify(step.urls)}\0${step.unpack ?? ''}\0` : ''}${dest}\0${destIsDir}\0${JSON.stringify(chown ?? null)}\0${chmod ?? ''}\0${JSON.stringify(step.exclude)}\0${JSON.stringify(step.heredocs)}`);
+    // A stage's or image's key says nothing of which of its paths are copied: the sources go in too.
+    const parents = step.kind === 'copy' && step.parents;
+    const fromTree = step.from.kind === 'context' ? '' : `${JSON.stringify(step.sources)}\0`;
+    const layerKey = sha(`copy-layer\0${inputsDigest}\0${fromTree}${step.kind === 'add' ? `${JSON.stringify(step.urls)}\0${step.unpack ?? ''}\0` : ''}${dest}\0${destIsDir}\0${JSON.stringify(chown ?? null)}\0${chmod ?? ''}\0${JSON.stringify(step.exclude)}\0${JSON.stringify(step.heredocs)}${parents ? '\0parents' : ''}`);
     // Computed once per build, --no-cache included: later platforms take the first one's layer.
     const known = this.copyLayers.get(layerKey);
     if (known) return known;
@@ -568,8 +571,9 @@ export class Solver {
         } else {
           if (step.kind === 'add') for (const u of step.urls) await this.stageUrl(stage, step, u, staging, dest, destIsDir, chown, chmod);
           if (step.sources.length > 0) await this.withSourceTree(step.from, async (tree) => {
-            const matches = [];
-            for (const s of step.sources) matches.push(...(await expandSource(tree, s).catch((e: unknown) => rethrowAt(e, this.where(stage, step), step))));
+            const matches: CopySourceEntry[] = [];
+            const scope = step.from.kind === 'context' ? 'context' : 'rootfs';
+            for (const s of step.sources) matches.push(...(await expandCopySource(tree, s, { parents, scope }).catch((e: unknown) => rethrowAt(e, this.where(stage, step), step))));
             if (step.kind === 'add' && step.unpack !== false) {
               const archives = matches.filter((m) => m.stat.isFile() && /\.(tar|tar\.gz|tgz|tar\.zst|tar\.xz)$/.test(m.rel));
               for (const a of archives) {
@@ -581,7 +585,7 @@ export class Solver {
               if (rest.length > 0) await stageCopy({ tree, matches: rest, dest, destIsDir, ...(chown ? { chown } : {}), ...(chmod !== undefined ? { chmod } : {}) }, staging);
             } else {
               const excluded = step.exclude.length > 0 ? excludeMatcher(step.exclude) : undefined;
-              await stageCopy({ tree, matches, dest, destIsDir: destIsDir || (step.kind === "copy" && step.parents), ...(chown ? { chown } : {}), ...(chmod !== undefined ? { chmod } : {}), ...(excluded ? { excluded } : {}) }, staging);
+              await stageCopy({ tree, matches, dest, destIsDir: destIsDir || parents, ...(chown ? { chown } : {}), ...(chmod !== undefined ? { chmod } : {}), ...(excluded ? { excluded } : {}) }, staging);
             }
           });
         }
