@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { isArchwayError } from '../util/index.js';
 import type { SourceTree } from './context.js';
-import { digestCopySources, expandCopySource, stageCopy, type CopySourceEntry, type LinkScope } from './copy.js';
+import { digestCopySources, expandCopySource, parseChmod, stageCopy, type CopySourceEntry, type LinkScope } from './copy.js';
 
 const top = mkdtempSync(join(tmpdir(), 'archway-copy-'));
 after(() => rmSync(top, { recursive: true, force: true }));
@@ -202,5 +202,35 @@ describe('COPY of a symlink follows it', () => {
     const changed = await digest(false);
     assert.notEqual(changed, before);
     assert.notEqual(await digest(true), changed);
+  });
+});
+
+describe('--chmod', () => {
+  const mode = (text: string, from: number, isDir = false): string => parseChmod(text)(from, isDir).toString(8);
+
+  test('an octal mode replaces the mode', () => {
+    assert.equal(mode('755', 0o600), '755');
+    assert.equal(mode('0640', 0o755, true), '640');
+  });
+
+  test('a symbolic mode changes the mode each file has, as chmod(1) does', () => {
+    assert.equal(mode('u+x', 0o644), '744');
+    assert.equal(mode('go-w', 0o666), '644');
+    assert.equal(mode('+x', 0o644), '755');
+    assert.equal(mode('a=r,u+w', 0o777), '644');
+    assert.equal(mode('g=u', 0o640), '660');
+    assert.equal(mode('u+s,+t', 0o755), '5755');
+  });
+
+  test('X gives execute to directories and to files that have it for someone already', () => {
+    assert.equal(mode('a+X', 0o644), '644');
+    assert.equal(mode('a+X', 0o744), '755');
+    assert.equal(mode('a+X', 0o700, true), '711');
+  });
+
+  test('anything else is a usage error that shows the accepted forms', () => {
+    for (const bad of ['999', 'u+q', 'x+r', '', 'u+x,']) {
+      assert.throws(() => parseChmod(bad), (e: unknown) => isArchwayError(e, 'USAGE') && /octal mode .* symbolic one/.test((e as Error).message), bad);
+    }
   });
 });

@@ -31,8 +31,8 @@ export interface CopyPlan {
   /** Whether the destination already is a directory in the base image. */
   destIsDir: boolean;
   chown?: Ownership;
-  /** Octal mode from --chmod, applied to files and directories copied. */
-  chmod?: number;
+  /** From --chmod, applied to the files and directories copied. */
+  chmod?: ChmodRule;
   /** Extra per-entry exclusion (COPY --exclude). */
   excluded?: (rel: string) => boolean;
 }
@@ -364,7 +364,7 @@ function safeJoin(root: string, inImage: string): string {
   return path.join(root, ...out);
 }
 
-async function copyEntry(src: string, m: SourceMatch, to: string, owner: Ownership, chmod: number | undefined): Promise<void> {
+async function copyEntry(src: string, m: SourceMatch, to: string, owner: Ownership, chmod: ChmodRule | undefined): Promise<void> {
   const st = m.stat;
   if (st.isDirectory()) {
     await ensureDir(to, 0o755);
@@ -384,9 +384,9 @@ async function copyEntry(src: string, m: SourceMatch, to: string, owner: Ownersh
   await applyMeta(to, st.mode, owner, chmod, st.mtime, false);
 }
 
-async function applyMeta(p: string, mode: number, owner: Ownership, chmod: number | undefined, mtime: Date, isDir: boolean): Promise<void> {
+async function applyMeta(p: string, mode: number, owner: Ownership, chmod: ChmodRule | undefined, mtime: Date, isDir: boolean): Promise<void> {
   await fs.lchown(p, owner.uid, owner.gid);
-  await fs.chmod(p, chmod ?? mode & 0o7777);
+  await fs.chmod(p, chmod ? chmod(mode, isDir) : mode & 0o7777);
   if (!isDir) await fs.utimes(p, mtime, mtime);
 }
 
@@ -401,10 +401,54 @@ async function fixDirTimes(destAbs: string, tree: SourceTree, rel: string): Prom
   await fs.utimes(destAbs, top.mtime, top.mtime);
 }
 
-/** Parses --chmod: octal only, as BuildKit accepts without the labs frontend. */
-export function parseChmod(text: string): number {
-  if (!/^[0-7]{3,4}$/.test(text)) throw new ArchwayError('USAGE', `invalid --chmod "${text}": expected an octal mode such as 755 or 0644`);
-  return parseInt(text, 8);
+/** A --chmod: the mode a copied file or directory gets, from the mode it has (a symbolic --chmod depends on it). */
+export type ChmodRule = (mode: number, isDir: boolean) => number;
+
+/** The bits each class of a symbolic mode stands for, special bits included (s for u and g, t for o). */
+const CLASS_BITS: Record<string, number> = { u: 0o4700, g: 0o2070, o: 0o1007, a: 0o7777 };
+
+/**
+ * Parses --chmod: octal (755, 0644) or symbolic as chmod(1) writes it (u+x, go-w, a=rX, g=u),
+ * which Dockerfile 1.14 made part of the stable syntax. A missing class means all of them; the
+ * umask plays no part, so a build does not depend on who runs it.
+ */
+export function parseChmod(text: string): ChmodRule {
+  if (/^[0-7]{3,4}$/.test(text)) {
+    const mode = parseInt(text, 8);
+    return () => mode;
+  }
+  const invalid = (): ArchwayError => new ArchwayError('USAGE', `invalid --chmod "${text}": expected an octal mode such as 755 or 0644, or a symbolic one such as u+x or a=rX,u+w`);
+  const steps: Array<(mode: number, isDir: boolean) => number> = [];
+  for (const clause of text.split(',')) {
+    const m = /^([ugoa]*)((?:[-+=](?:[rwxXst]*|[ugo]))+)$/.exec(clause);
+    if (!m) throw invalid();
+    const who = [...(m[1] || 'a')].reduce((bits, c) => bits | (CLASS_BITS[c] ?? 0), 0);
+    for (const action of (m[2] ?? '').match(/[-+=][^-+=]*/g) ?? []) {
+      const op = action[0];
+      const perms = action.slice(1);
+      const bitsFor = (mode: number, isDir: boolean): number => {
+        if (/^[ugo]$/.test(perms)) {
+          // g=u: the rwx of one class given to the classes named.
+          const rwx = (mode >> ({ u: 6, g: 3, o: 0 }[perms] ?? 0)) & 7;
+          return ((rwx << 6) | (rwx << 3) | rwx) & who & 0o777;
+        }
+        let bits = 0;
+        for (const c of perms) {
+          if (c === 'r') bits |= 0o444;
+          else if (c === 'w') bits |= 0o222;
+          else if (c === 'x' || (c === 'X' && (isDir || (mode & 0o111) !== 0))) bits |= 0o111;
+          else if (c === 's') bits |= 0o6000;
+          else if (c === 't') bits |= 0o1000;
+        }
+        return bits & who;
+      };
+      steps.push((mode, isDir) => {
+        const bits = bitsFor(mode, isDir);
+        return op === '+' ? mode | bits : op === '-' ? mode & ~bits : (mode & ~who) | bits;
+      });
+    }
+  }
+  return (mode, isDir) => steps.reduce((m, step) => step(m, isDir), mode & 0o7777);
 }
 
 /** Resolves `user[:group]` to numbers, names looked up in the image's /etc/passwd and /etc/group. */

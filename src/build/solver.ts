@@ -17,7 +17,7 @@ import { emptyConfig, type ContentSource, type LayerRef, type LoadedImage } from
 import type { Store } from '../store/index.js';
 import type { AddStep, CopySource, CopyStep, RunStep, StageNode, Step } from '../graph/index.js';
 import { cleanSourcePath, digestSources, expandSource, type SourceTree } from './context.js';
-import { digestCopySources, expandCopySource, parseChmod, parseChown, stageCopy, type CopySourceEntry } from './copy.js';
+import { digestCopySources, expandCopySource, parseChmod, parseChown, stageCopy, type ChmodRule, type CopySourceEntry } from './copy.js';
 import { downloadUrl, isHttpUrl, parseChecksum, urlFileName, URL_FILE_MODE, type Downloaded } from './download.js';
 import { withRunMounts, type MountEnv } from './mounts.js';
 import type { SandboxBind } from '../sandbox/index.js';
@@ -543,13 +543,18 @@ export class Solver {
       const needsNames = !/^\d+(:\d+)?$/.test(step.chown);
       chown = parseChown(step.chown, needsNames ? await readFileFromLayers(lowers, '/etc/passwd') : undefined, needsNames ? await readFileFromLayers(lowers, '/etc/group') : undefined);
     }
-    const chmod = step.chmod ? parseChmod(step.chmod) : undefined;
+    let chmod: ChmodRule | undefined;
+    try {
+      chmod = step.chmod ? parseChmod(step.chmod) : undefined;
+    } catch (e) {
+      rethrowAt(e, this.where(stage, step), step);
+    }
     // The layer depends only on what is copied and where, not on the base: the same COPY on every
     // platform makes one layer, computed once (the key has no parent state in it).
     // A stage's or image's key says nothing of which of its paths are copied: the sources go in too.
     const parents = step.kind === 'copy' && step.parents;
     const fromTree = step.from.kind === 'context' ? '' : `${JSON.stringify(step.sources)}\0`;
-    const layerKey = sha(`copy-layer\0${inputsDigest}\0${fromTree}${step.kind === 'add' ? `${JSON.stringify(step.urls)}\0${step.unpack ?? ''}\0` : ''}${dest}\0${destIsDir}\0${JSON.stringify(chown ?? null)}\0${chmod ?? ''}\0${JSON.stringify(step.exclude)}\0${JSON.stringify(step.heredocs)}${parents ? '\0parents' : ''}`);
+    const layerKey = sha(`copy-layer\0${inputsDigest}\0${fromTree}${step.kind === 'add' ? `${JSON.stringify(step.urls)}\0${step.unpack ?? ''}\0` : ''}${dest}\0${destIsDir}\0${JSON.stringify(chown ?? null)}\0${step.chmod ?? ''}\0${JSON.stringify(step.exclude)}\0${JSON.stringify(step.heredocs)}${parents ? '\0parents' : ''}`);
     // Computed once per build, --no-cache included: later platforms take the first one's layer.
     const known = this.copyLayers.get(layerKey);
     if (known) return known;
@@ -607,7 +612,7 @@ export class Solver {
   }
 
   /** Places a downloaded URL in the staging tree: named after the URL's path inside a directory destination, mode 0600. */
-  private async stageUrl(stage: StageNode, step: AddStep, url: string, staging: string, dest: string, destIsDir: boolean, chown: { uid: number; gid: number } | undefined, chmod: number | undefined): Promise<void> {
+  private async stageUrl(stage: StageNode, step: AddStep, url: string, staging: string, dest: string, destIsDir: boolean, chown: { uid: number; gid: number } | undefined, chmod: ChmodRule | undefined): Promise<void> {
     const d = await this.fetchUrl(stage, step, url);
     const name = urlFileName(url);
     const intoDir = dest.endsWith('/') || destIsDir || step.sources.length + step.urls.length > 1;
@@ -633,17 +638,18 @@ export class Solver {
     await fs.rm(to, { recursive: true, force: true });
     await fs.copyFile(d.file, to, fsc.COPYFILE_FICLONE);
     await fs.lchown(to, owner.uid, owner.gid);
-    await fs.chmod(to, chmod ?? URL_FILE_MODE);
+    await fs.chmod(to, chmod ? chmod(URL_FILE_MODE, false) : URL_FILE_MODE);
     await fs.utimes(to, d.mtime, d.mtime);
   }
 
-  private async stageInline(step: CopyStep | AddStep, staging: string, dest: string, chown: { uid: number; gid: number } | undefined, chmod: number | undefined): Promise<void> {
+  private async stageInline(step: CopyStep | AddStep, staging: string, dest: string, chown: { uid: number; gid: number } | undefined, chmod: ChmodRule | undefined): Promise<void> {
     const intoDir = dest.endsWith('/') || step.heredocs.length > 1;
     for (const h of step.heredocs) {
       const to = path.join(staging, cleanSourcePath(intoDir ? path.posix.join(dest, h.name) : dest));
       await fs.mkdir(path.dirname(to), { recursive: true, mode: 0o755 });
-      await fs.writeFile(to, h.content, { mode: chmod ?? 0o644 });
-      await fs.chmod(to, chmod ?? 0o644);
+      const mode = chmod ? chmod(0o644, false) : 0o644;
+      await fs.writeFile(to, h.content, { mode });
+      await fs.chmod(to, mode);
       if (chown) await fs.lchown(to, chown.uid, chown.gid);
     }
   }
