@@ -13,10 +13,9 @@ import {
 } from '../oci/index.js';
 import { parseLocation, parseReference, withDefaultTag, formatReference } from '../ref/index.js';
 import { nullProgress } from '../progress/index.js';
-import { applyLayer } from '../layer/index.js';
 import { buildImage, buildIndex, resolveImageForPlatform, type ContentSource, type LoadedImage } from '../image/index.js';
 import { Store } from '../store/index.js';
-import { copyImage, openSource, openTarget, type OpenContext } from '../imagetools/index.js';
+import { copyImage, openSource, type OpenContext } from '../imagetools/index.js';
 import { formatPlan, type BuildPlan, type StageNode } from '../graph/index.js';
 import { dockerignoreMatcher, planBuild } from '../dockerfile/index.js';
 import { canRun, readBinfmt, type BinfmtState } from '../sandbox/index.js';
@@ -24,7 +23,8 @@ import type { SourceTree } from './context.js';
 import { cleanStaleMounts } from './rootfs.js';
 import { loadSecrets } from './secrets.js';
 import { latestCreated, Solver, type StageState } from './solver.js';
-import type { BuildOptions, BuildResult, OutputSpec, PlatformOutcome } from './types.js';
+import type { BuildOptions, BuildResult, PlatformOutcome } from './types.js';
+import { exportOutputs, planOutputs, type OutputPlan } from './outputs.js';
 import { gitInfo } from './git.js';
 
 /** Reads the Dockerfile and its ignore file (`Dockerfile.dockerignore` beside it wins over the context's). */
@@ -62,14 +62,18 @@ export interface PlannedBuild {
   plan: BuildPlan;
   platforms: Platform[];
   file: string;
+  /** The outputs and tags, checked. */
+  outputs: OutputPlan;
 }
 
 /** Parses and plans without running anything (for --dry-run and for the build itself). */
 export async function planDockerfile(opts: BuildOptions): Promise<PlannedBuild & { text: string; ignore: (rel: string, isDir: boolean) => boolean; filtered: boolean }> {
-  const { file, text, ignore, filtered } = await readInputs(opts);
   const platforms = opts.platforms && opts.platforms.length > 0 ? opts.platforms : [hostPlatform()];
+  // Before anything is read or pulled: a bad output or tag must cost no build.
+  const outputs = await planOutputs(opts, platforms);
+  const { file, text, ignore, filtered } = await readInputs(opts);
   const plan = planBuild(planInputs(opts, text, file));
-  return { plan, platforms, file, text, ignore, filtered };
+  return { plan, platforms, file, outputs, text, ignore, filtered };
 }
 
 function planInputs(opts: BuildOptions, text: string, file: string): Parameters<typeof planBuild>[0] {
@@ -131,6 +135,10 @@ function makeBaseOpener(store: Store, opts: BuildOptions, openContext: OpenConte
           if (localMiss && !opts.signal?.aborted) {
             throw new ArchwayError('PLATFORM', `${localMiss.message} (in the local store; its registry could not be asked: ${errorMessage(e).split('\n')[0]})`, { details: localMiss.details });
           }
+          // The registry's error names a host, not the image: say which image, keeping the code (exit status).
+          if (isArchwayError(e) && e.code !== 'PLATFORM' && e.code !== 'INTERRUPTED' && !opts.signal?.aborted) {
+            throw new ArchwayError(e.code, `cannot pull ${name}: ${e.message}`, { cause: e, details: { ...e.details, reference: name }, ...(e.hint ? { hint: e.hint } : {}) });
+          }
           throw e;
         }
         const pulled = await store.resolve(name, signalOpt);
@@ -151,7 +159,7 @@ function targetPlatformsOf(stage: StageNode): Platform {
  * Checks before any work what would otherwise fail deep inside a build: every base image has every
  * platform it is needed for, and every platform with RUN steps can run here.
  */
-async function preflight(plan: BuildPlan, openBase: BaseOpener, signal?: AbortSignal): Promise<void> {
+async function preflight(plan: BuildPlan, openBase: BaseOpener, dockerfileName: string, signal?: AbortSignal): Promise<void> {
   // Every base is opened at once (a warm build spends most of its time here otherwise), and the
   // emulators are read meanwhile; problems are reported in the Dockerfile's order.
   const runnable = checkRunnable(plan);
@@ -159,9 +167,13 @@ async function preflight(plan: BuildPlan, openBase: BaseOpener, signal?: AbortSi
   const seen = new Set<string>();
   const opens: Array<Promise<string | undefined>> = [];
   for (const stage of plan.stages) {
-    const refs: Array<{ ref: string; platform: Platform }> = [];
-    if (stage.base.kind === 'image') refs.push({ ref: stage.base.ref, platform: stage.base.platform });
-    for (const step of stage.steps) if ((step.kind === 'copy' || step.kind === 'add') && step.from.kind === 'image') refs.push({ ref: step.from.ref, platform: step.from.platform });
+    const refs: Array<{ ref: string; platform: Platform; line: number; instruction: string }> = [];
+    if (stage.base.kind === 'image') refs.push({ ref: stage.base.ref, platform: stage.base.platform, line: stage.line, instruction: `FROM ${stage.base.ref}` });
+    for (const step of stage.steps) {
+      if ((step.kind === 'copy' || step.kind === 'add') && step.from.kind === 'image') {
+        refs.push({ ref: step.from.ref, platform: step.from.platform, line: step.line, instruction: `${step.kind.toUpperCase()} --from=${step.from.ref}` });
+      }
+    }
     for (const r of refs) {
       const k = `${r.ref} ${formatPlatform(r.platform)}`;
       if (seen.has(k)) continue;
@@ -171,6 +183,9 @@ async function preflight(plan: BuildPlan, openBase: BaseOpener, signal?: AbortSi
           () => undefined,
           (e: unknown) => {
             if (!signal?.aborted && isArchwayError(e, 'PLATFORM')) return `base image ${e.message} (Dockerfile line ${stage.line})`;
+            if (!signal?.aborted && isArchwayError(e) && e.code !== 'INTERRUPTED') {
+              throw new ArchwayError(e.code, `${dockerfileName}:${r.line}: ${r.instruction}: ${e.message}`, { cause: e, details: { ...e.details, file: dockerfileName, line: r.line }, ...(e.hint ? { hint: e.hint } : {}) });
+            }
             throw e;
           },
         ),
@@ -226,13 +241,15 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
   const { ignore } = first;
   let plan = first.plan;
   const warnings = plan.warnings.map((w) => `${w.file}:${w.line}: ${w.message}`);
+  for (const k of plan.unusedBuildArgs ?? []) warnings.push(`--build-arg ${k} is not used: no ARG ${k} in ${path.relative(process.cwd(), first.file) || first.file}`);
   for (const w of warnings) progress.emit({ kind: 'message', level: 'warn', text: w });
   const store = await Store.open({ ...(opts.env ? { env: opts.env } : {}), ...signalOpt });
   const scratch = path.join(store.tmpDir, 'mounts');
   await cleanStaleMounts(scratch);
   const openContext: OpenContext = { store, ...(opts.insecureRegistries ? { insecureRegistries: opts.insecureRegistries } : {}), ...(opts.env ? { env: opts.env } : {}), ...signalOpt, progress };
   const openBase = makeBaseOpener(store, opts, openContext);
-  await preflight(plan, openBase, opts.signal);
+  const dockerfileName = path.relative(process.cwd(), first.file) || first.file;
+  await preflight(plan, openBase, dockerfileName, opts.signal);
   // Now that the bases are known, plan again with their environments (ENV PATH=$PATH:/x needs the base's PATH).
   // ONBUILD triggers of the bases, too: the planner puts them at the start of the stages built on them.
   // And their SHELL, which shell-form RUN, CMD and ENTRYPOINT of a child image use, as in BuildKit.
@@ -266,10 +283,11 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
       baseImageShell: (ref, p) => baseShells.get(`${ref}\0${formatPlatform(p)}`),
     });
     // Triggers can add RUN steps and sources: check the final plan too (bases are opened once).
-    if (baseTriggers.size > 0) await preflight(plan, openBase, opts.signal);
+    if (baseTriggers.size > 0) await preflight(plan, openBase, dockerfileName, opts.signal);
   }
 
-  const envEpoch = (opts.env ?? process.env).SOURCE_DATE_EPOCH;
+  // A --build-arg SOURCE_DATE_EPOCH wins over the environment's, as in buildx.
+  const envEpoch = opts.buildArgs?.['SOURCE_DATE_EPOCH'] ?? (opts.env ?? process.env).SOURCE_DATE_EPOCH;
   const sourceDateEpoch = envEpoch && /^\d+$/.test(envEpoch) ? Number(envEpoch) : undefined;
   const contextTree: SourceTree = { label: 'build context', root: path.resolve(opts.context), ignored: ignore, filtered: first.filtered };
   const solver = new Solver({
@@ -280,7 +298,7 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
     network: opts.network ?? 'default',
     buildPlatform: hostPlatform(),
     targetPlatformOf: targetPlatformsOf,
-    dockerfileName: path.relative(process.cwd(), first.file) || first.file,
+    dockerfileName,
     secrets,
     ...(sourceDateEpoch !== undefined ? { sourceDateEpoch } : {}),
     ...signalOpt,
@@ -334,9 +352,8 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
     await store.push(idx.descriptor, idx.raw, signalOpt);
     root = idx.descriptor;
   }
-  const tags = (opts.tags ?? []).map((t) => formatReference(withDefaultTag(parseReference(t))));
-  await exportOutputs(store, root, images, tags, opts, openContext);
-  return { outcomes, root, tags, warnings, advice };
+  await exportOutputs(store, root, images, first.outputs, opts, openContext);
+  return { outcomes, root, tags: first.outputs.storeTags, warnings, advice };
 }
 
 async function finishImage(store: Store, state: StageState, platform: Platform, labels: Record<string, string>, sourceDateEpoch: number | undefined, signal?: AbortSignal): Promise<Descriptor> {
@@ -372,60 +389,4 @@ function crossCompileAdvice(solver: Solver): string[] {
     }
   }
   return out;
-}
-
-async function exportOutputs(store: Store, root: Descriptor, images: Descriptor[], tags: string[], opts: BuildOptions, ctx: OpenContext): Promise<void> {
-  const signalOpt = opts.signal ? { signal: opts.signal } : {};
-  const progress = opts.progress ?? nullProgress;
-  const outputs: OutputSpec[] = opts.outputs && opts.outputs.length > 0 ? opts.outputs : [{ type: 'store' }];
-  // The local store always gets the tags: it is the embedded default, and what `archway run` reads.
-  for (const t of tags) await store.tag(root, t, signalOpt);
-  for (const out of outputs) {
-    if (out.type === 'store') continue;
-    if (out.type === 'registry') {
-      const names = out.name ? out.name.split(',') : tags;
-      if (names.length === 0) throw new ArchwayError('USAGE', 'pushing needs a name: give -t NAME or --output type=registry,name=NAME');
-      if (out.pushByDigest) {
-        const meta: Record<string, unknown> = {};
-        for (const name of names) {
-          const dst = await openTarget(parseLocation(name.replace(/:[^/:]+$/, ''), 'registry'), ctx);
-          for (const img of images) {
-            await copyImage(store, img.digest, dst.content, [], { ...signalOpt, progress });
-            meta[formatPlatform(img.platform ?? hostPlatform())] = { digest: img.digest, name: formatReference(parseReference(name.replace(/:[^/:]+$/, ''))) };
-          }
-        }
-        if (opts.metadataFile) await fs.writeFile(opts.metadataFile, `${JSON.stringify({ 'containerimage.digest': root.digest, platforms: meta, images: images.map((i) => ({ digest: i.digest, platform: i.platform ? formatPlatform(i.platform) : undefined })) }, null, 2)}\n`);
-        continue;
-      }
-      for (const name of names) {
-        const loc = parseLocation(name, 'registry');
-        const dst = await openTarget(loc, ctx);
-        await copyImage(store, root.digest, dst.content, [dst.reference], { ...signalOpt, progress });
-      }
-      if (opts.metadataFile) await fs.writeFile(opts.metadataFile, `${JSON.stringify({ 'containerimage.digest': root.digest, 'image.name': names.join(',') }, null, 2)}\n`);
-      continue;
-    }
-    if (out.type === 'oci' || out.type === 'docker') {
-      if (out.type === 'docker' && images.length > 1) {
-        throw new ArchwayError('USAGE', 'a docker-archive holds one platform; build one --platform for type=docker, or use type=oci');
-      }
-      const name = tags[0];
-      const spec = out.type === 'oci' ? `oci-archive:${out.dest}${name ? `:${name.replace(/^.*\//, '').replace(/:.*/, '')}` : ''}` : `docker-archive:${out.dest}${name ? `:${name}` : ''}`;
-      const dst = await openTarget(parseLocation(spec), ctx);
-      await copyImage(store, root.digest, dst.content, [dst.reference], { ...signalOpt, progress });
-      continue;
-    }
-    if (out.type === 'local') {
-      for (const img of images) {
-        const p = img.platform ?? hostPlatform();
-        const dir = images.length === 1 ? out.dest : path.join(out.dest, formatPlatform(p).replace(/\//g, '_'));
-        await fs.mkdir(dir, { recursive: true });
-        const loaded = await resolveImageForPlatform(store, img, p, signalOpt);
-        for (const layer of loaded.manifest.value.layers) {
-          await applyLayer(await store.fetch(layer, signalOpt), dir, { mediaType: layer.mediaType, ...signalOpt });
-        }
-        progress.emit({ kind: 'message', level: 'info', text: `wrote ${formatPlatform(p)} root filesystem to ${dir}` });
-      }
-    }
-  }
 }

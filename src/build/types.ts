@@ -3,11 +3,13 @@ import type { Descriptor } from '../oci/index.js';
 import type { ProgressSink } from '../progress/index.js';
 import type { SecretSpec } from './secrets.js';
 
+/** An output, as buildx's `--output`; `name` may list several names, comma-separated. */
 export type OutputSpec =
-  | { type: 'store' }
+  | { type: 'store'; name?: string }
   | { type: 'registry'; name?: string; pushByDigest?: boolean }
-  | { type: 'oci'; dest: string }
-  | { type: 'docker'; dest: string }
+  /** `tar: false` writes an OCI layout directory at dest instead of an archive. */
+  | { type: 'oci'; dest: string; tar?: boolean; name?: string }
+  | { type: 'docker'; dest: string; name?: string }
   | { type: 'local'; dest: string };
 
 export interface BuildOptions {

@@ -151,7 +151,12 @@ export function planBuild(opts: PlanOptions): BuildPlan {
   };
   for (const w of parsed.warnings) warn(w.kind, w.message, w.line, w.column);
   const buildArgs = opts.buildArgs ?? {};
-  const hasBuildArg = (k: string): boolean => Object.prototype.hasOwnProperty.call(buildArgs, k);
+  const consumedArgs = new Set<string>();
+  const hasBuildArg = (k: string): boolean => {
+    const has = Object.prototype.hasOwnProperty.call(buildArgs, k);
+    if (has) consumedArgs.add(k);
+    return has;
+  };
 
   // split into global ARGs and stages
   const meta: Array<Extract<Instruction, { kind: 'arg' }>> = [];
@@ -704,8 +709,16 @@ export function planBuild(opts: PlanOptions): BuildPlan {
       throw parseError(file, { line: first.line, column: first.column }, `lint error (check=error=true): ${first.message}`);
     }
   }
-  return { targets, stages: topologicalStages(targets.map((t) => t.stage)), warnings: kept };
+  // BuildKit's predefined args are used without an ARG; anything else a --build-arg names that no
+  // ARG declared is most likely a typo, which BuildKit warns about too.
+  const unusedBuildArgs = Object.keys(buildArgs)
+    .filter((k) => !consumedArgs.has(k) && !PREDEFINED_ARGS.has(k) && !k.startsWith('BUILDKIT_'))
+    .sort();
+  return { targets, stages: topologicalStages(targets.map((t) => t.stage)), warnings: kept, ...(unusedBuildArgs.length > 0 ? { unusedBuildArgs } : {}) };
 }
+
+/** Build args BuildKit knows without an ARG: the proxies (either case) and SOURCE_DATE_EPOCH. */
+const PREDEFINED_ARGS = new Set(['HTTP_PROXY', 'HTTPS_PROXY', 'FTP_PROXY', 'NO_PROXY', 'ALL_PROXY', 'SOURCE_DATE_EPOCH'].flatMap((k) => [k, k.toLowerCase()]));
 
 /** An ONBUILD trigger to run at the start of a stage: the instruction, its text, where it came from. */
 interface Trigger {

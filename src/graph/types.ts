@@ -271,4 +271,6 @@ export interface BuildPlan {
   /** Unique stages, dependencies before dependents. */
   stages: StageNode[];
   warnings: Warning[];
+  /** --build-arg names no ARG of the Dockerfile declared (proxies and BUILDKIT_* aside), sorted. */
+  unusedBuildArgs?: string[];
 }

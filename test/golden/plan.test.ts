@@ -296,6 +296,13 @@ test("a base image's SHELL runs the child's shell-form RUN and CMD; a SHELL of i
   assert.deepEqual(step(plan(df), 'run').args, ['/bin/sh', '-c', 'make']);
 });
 
+test('--build-args that no ARG declares are listed; proxies, SOURCE_DATE_EPOCH and BUILDKIT_* never are', () => {
+  const buildArgs = { VERSION: '1', GLOBAL: 'g', TYPO: 'x', HTTP_PROXY: 'p', no_proxy: 'n', SOURCE_DATE_EPOCH: '0', BUILDKIT_INLINE_CACHE: '1' };
+  const p = plan('ARG GLOBAL\nFROM alpine\nARG VERSION\nRUN echo $VERSION', { buildArgs });
+  assert.deepEqual(p.unusedBuildArgs, ['TYPO']);
+  assert.equal(plan('FROM alpine', {}).unusedBuildArgs, undefined);
+});
+
 test('RUN referencing $TARGETARCH without ARG is flagged', () => {
   const p = plan('FROM alpine\nRUN echo ${TARGETARCH}');
   assert.ok(p.warnings.some((w) => w.kind === 'platform-arg-undeclared' && w.line === 2));

@@ -1,4 +1,4 @@
-import { parsePlatformList, type Platform } from '../../oci/index.js';
+import { formatPlatform, hostPlatform, parsePlatformList, type Platform } from '../../oci/index.js';
 import { buildDockerfile, formatPlan, parseSecretSpec, planDockerfile, type BuildOptions, type OutputSpec } from '../../build/index.js';
 import { boolOpt, listOpt, stringOpt, usageError, type Command } from '../command.js';
 
@@ -21,35 +21,94 @@ function keyValues(items: string[], flag: string): Record<string, string> {
   return out;
 }
 
+/** The keys each `--output` type takes (buildx's names; `type` aside). */
+const OUTPUT_KEYS: Record<string, readonly string[]> = {
+  oci: ['dest', 'tar', 'name'],
+  docker: ['dest', 'tar', 'name'],
+  local: ['dest'],
+  registry: ['name', 'push', 'push-by-digest'],
+  image: ['name', 'push', 'push-by-digest'],
+};
+
+/** Splits buildx's CSV: `type=image,"name=a:1,b:1"` keeps the quoted comma. */
+function csvFields(text: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i] as string;
+    if (c === '"') {
+      if (quoted && text[i + 1] === '"') {
+        cur += '"';
+        i++;
+      } else quoted = !quoted;
+    } else if (c === ',' && !quoted) {
+      out.push(cur);
+      cur = '';
+    } else cur += c;
+  }
+  if (quoted) throw usageError(`--output "${text}": unterminated quote`, 'build');
+  out.push(cur);
+  return out;
+}
+
 /** Parses buildx's `--output type=oci,dest=out.tar` (and the `-o dir` shorthand for type=local). */
 export function parseOutput(text: string): OutputSpec {
-  if (!text.includes('=')) return text === '-' ? (() => { throw usageError('--output - (stdout) is not supported; give dest=FILE', 'build'); })() : { type: 'local', dest: text };
+  if (text === '-') throw usageError('--output - (stdout) is not supported; give dest=FILE', 'build');
+  if (!text.includes('=')) return { type: 'local', dest: text };
   const fields: Record<string, string> = {};
-  for (const part of text.split(',')) {
+  for (const part of csvFields(text)) {
     const i = part.indexOf('=');
-    if (i <= 0) throw usageError(`--output "${text}": expected key=value pairs`, 'build');
-    fields[part.slice(0, i).trim()] = part.slice(i + 1).trim();
+    if (i <= 0) throw usageError(`--output "${text}": expected key=value pairs, got "${part}"`, 'build');
+    const key = part.slice(0, i).trim();
+    if (key in fields) throw usageError(`--output "${text}": ${key} is given twice`, 'build');
+    fields[key] = part.slice(i + 1).trim();
   }
   const type = fields.type;
+  const keys = type !== undefined ? OUTPUT_KEYS[type] : undefined;
+  if (!keys) throw usageError(`--output "${text}": unknown type "${type ?? ''}" (known: ${Object.keys(OUTPUT_KEYS).join(', ')})`, 'build');
+  for (const key of Object.keys(fields)) {
+    if (key !== 'type' && !keys.includes(key)) throw usageError(`--output "${text}": type=${type} does not take "${key}" (it takes ${keys.join(', ')})`, 'build');
+  }
   const need = (k: string): string => {
     const v = fields[k];
-    if (!v) throw usageError(`--output type=${type} needs ${k}=...`, 'build');
+    if (!v) throw usageError(`--output "${text}": type=${type} needs ${k}=...`, 'build');
     return v;
   };
+  const flag = (k: string): boolean | undefined => {
+    const v = fields[k];
+    if (v === undefined) return undefined;
+    if (v !== 'true' && v !== 'false') throw usageError(`--output "${text}": ${k}=${v}: expected true or false`, 'build');
+    return v === 'true';
+  };
+  const dest = (): string => {
+    const d = need('dest');
+    if (d === '-') throw usageError(`--output "${text}": dest=- (stdout) is not supported; give dest=FILE`, 'build');
+    return d;
+  };
+  const name = (): { name?: string } => {
+    if (fields.name === undefined) return {};
+    if (fields.name === '') throw usageError(`--output "${text}": name= is empty`, 'build');
+    return { name: fields.name };
+  };
   switch (type) {
-    case 'oci':
-      return { type: 'oci', dest: need('dest') };
+    case 'oci': {
+      const tar = flag('tar');
+      return { type: 'oci', dest: dest(), ...(tar === false ? { tar } : {}), ...name() };
+    }
     case 'docker':
-      return { type: 'docker', dest: need('dest') };
+      if (flag('tar') === false) throw usageError(`--output "${text}": type=docker writes a tar only; for a directory use type=oci,tar=false`, 'build');
+      return { type: 'docker', dest: dest(), ...name() };
     case 'local':
-      return { type: 'local', dest: need('dest') };
-    case 'registry':
-      return { type: 'registry', ...(fields.name ? { name: fields.name } : {}), ...(fields['push-by-digest'] === 'true' ? { pushByDigest: true } : {}) };
-    case 'image':
-      if (fields.push === 'true') return { type: 'registry', ...(fields.name ? { name: fields.name } : {}), ...(fields['push-by-digest'] === 'true' ? { pushByDigest: true } : {}) };
-      return { type: 'store' };
-    default:
-      throw usageError(`--output: unknown type "${type ?? ''}" (known: oci, docker, local, registry, image)`, 'build');
+      return { type: 'local', dest: dest() };
+    default: {
+      // registry is image with push=true; image pushes only when asked, and otherwise names the result in the store.
+      const push = flag('push') ?? type === 'registry';
+      const byDigest = flag('push-by-digest') ?? false;
+      if (push) return { type: 'registry', ...name(), ...(byDigest ? { pushByDigest: true } : {}) };
+      if (byDigest) throw usageError(`--output "${text}": push-by-digest=true needs push=true`, 'build');
+      return { type: 'store', ...name() };
+    }
   }
 }
 
@@ -60,6 +119,15 @@ export const buildCommand: Command = {
   description: `Builds every --platform at once: RUN steps of foreign platforms run under QEMU (see archway binfmt),
 stages FROM --platform=$BUILDPLATFORM run natively. The result goes to the local store under the -t
 names (one index for all platforms, a plain image for one), and with --push to the registry.
+Outputs and names are checked before anything runs; the store is tagged last, after every output
+(archives, pushes) succeeded, so a failed build or push leaves no new name in the store.
+
+Outputs (--output, repeatable; buildx's keys):
+  type=oci,dest=FILE[,tar=false][,name=REF]   OCI archive (tar=false: an OCI layout directory)
+  type=docker,dest=FILE[,name=REF,...]        docker-archive for docker load (one platform)
+  type=local,dest=DIR  (or -o DIR)            each platform's root filesystem
+  type=registry[,name=REF,...][,push-by-digest=true]
+  type=image[,name=REF,...][,push=true]       the local store (push=true: as type=registry)
 
 Examples:
   archway build --platform linux/amd64,linux/arm64,linux/arm/v7 -t app:1 .
@@ -67,12 +135,12 @@ Examples:
   archway build --platform linux/arm64 --output type=oci,dest=app.tar .`,
   options: {
     file: { type: 'string', short: 'f', help: 'FILE:the Dockerfile (default CONTEXT/Dockerfile)' },
-    platform: { type: 'string', multiple: true, help: 'PLATFORMS:target platforms, comma-separated (default: this host)' },
+    platform: { type: 'string', multiple: true, help: 'PLATFORMS:target platforms, comma-separated; local is this host (the default)' },
     tag: { type: 'string', short: 't', multiple: true, help: 'NAME:name the result (repeatable)' },
     'build-arg': { type: 'string', multiple: true, help: 'KEY=VALUE:set a build argument' },
     target: { type: 'string', help: 'STAGE:build up to this stage' },
     push: { type: 'boolean', help: 'push every platform, then the index, to the registry in each -t name' },
-    output: { type: 'string', short: 'o', multiple: true, help: 'SPEC:type=oci|docker|local,dest=PATH or type=registry[,name=REF][,push-by-digest=true]' },
+    output: { type: 'string', short: 'o', multiple: true, help: 'SPEC:type=oci|docker|local,dest=PATH or type=registry|image[,name=REF] (see above)' },
     label: { type: 'string', multiple: true, help: 'KEY=VALUE:add a label to the image' },
     'no-cache': { type: 'boolean', help: 'run every step, ignoring the cache' },
     progress: { type: 'string', default: 'auto', help: 'MODE:auto, tty, plain or json' },
@@ -88,7 +156,11 @@ Examples:
   },
   async run(ctx) {
     if (ctx.positionals.length > 1) throw usageError(`"archway build" takes one context, got ${ctx.positionals.join(' ')}`, 'build');
-    const platformText = listOpt(ctx, 'platform').join(',');
+    // `local` is this host's platform, as in buildx.
+    const platformText = listOpt(ctx, 'platform')
+      .flatMap((p) => p.split(','))
+      .map((p) => (p.trim() === 'local' ? formatPlatform(hostPlatform()) : p))
+      .join(',');
     const platforms: Platform[] = platformText ? parsePlatformList(platformText) : [];
     const network = stringOpt(ctx, 'network') ?? 'default';
     if (!['default', 'none', 'host'].includes(network)) throw usageError(`--network "${network}": expected default, none or host`, 'build');
