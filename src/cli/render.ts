@@ -1,5 +1,6 @@
 import type { ProgressEvent, ProgressSink } from '../progress/index.js';
 import { shortDigest } from '../oci/index.js';
+import { ArchwayError } from '../util/index.js';
 
 function formatSize(n: number): string {
   if (n < 1024) return `${n}B`;
@@ -102,6 +103,7 @@ class TtyRenderer implements ProgressSink {
 }
 
 export function makeProgress(mode: string, out: NodeJS.WritableStream & { isTTY?: boolean }): ProgressSink {
+  if (!['auto', 'tty', 'plain', 'json'].includes(mode)) throw new ArchwayError('USAGE', `--progress must be auto, tty, plain or json, not "${mode}"`);
   if (mode === 'json') return new JsonRenderer(out);
   if (mode === 'tty' || (mode === 'auto' && out.isTTY === true)) return new TtyRenderer(out);
   return new PlainRenderer(out);

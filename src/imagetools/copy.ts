@@ -133,10 +133,11 @@ async function copyWithin(src: ContentSource, srcRef: string, dst: ContentTarget
     note(`copying the index ${shortDigest(rootActual.digest)} alone: its images must already be at the destination`);
   } else if (multiArch === 'system' && !opts.platforms) {
     const host = opts.host ?? hostPlatform();
+    const hostWords = opts.host ? formatPlatform(host) : `this host's platform ${formatPlatform(host)}`;
     const candidates = platformManifests(parsed.value);
     const hit = bestMatch(candidates, host);
     if (!hit) {
-      throw new ArchwayError('PLATFORM', `${what} has no image for this host's platform ${formatPlatform(host)}; it has: ${candidates.map((d) => formatPlatform(d.platform as Platform)).join(', ') || 'none'}`, {
+      throw new ArchwayError('PLATFORM', `${what} has no image for ${hostWords}; it has: ${candidates.map((d) => formatPlatform(d.platform as Platform)).join(', ') || 'none'}`, {
         hint: 'use --multi-arch all to copy every platform',
       });
     }
@@ -144,7 +145,7 @@ async function copyWithin(src: ContentSource, srcRef: string, dst: ContentTarget
     result = { mediaType: r.descriptor.mediaType, digest: r.descriptor.digest, size: r.descriptor.size };
     rewritten = true;
     platforms = [formatPlatform(hit.platform as Platform)];
-    note(`copying only ${formatPlatform(hit.platform as Platform)} (${shortDigest(hit.digest)}), the image for this host, not the index`);
+    note(`copying only ${formatPlatform(hit.platform as Platform)} (${shortDigest(hit.digest)}), the image for ${opts.host ? 'that platform' : 'this host'}, not the index`);
   } else {
     const all = parsed.value.manifests;
     let selected: Descriptor[] = all;

@@ -24,6 +24,14 @@ export interface MirrorItem {
   platforms?: string[];
   rewritten?: boolean;
   error?: string;
+  /** Not started: an earlier image failed and --keep-going was not given. */
+  skipped?: boolean;
+}
+
+export interface MirrorResult {
+  items: MirrorItem[];
+  /** The first failure, whose kind (exit status) the whole run reports. */
+  firstError?: unknown;
 }
 
 /**
@@ -32,7 +40,10 @@ export interface MirrorItem {
  * repository path kept). A digest-only source keeps its digest.
  */
 export function mirrorTargetName(image: string, prefix: string): string {
-  const ref = parseReference(image.replace(/^docker:\/\//, ''));
+  const loc = parseLocation(image);
+  // A registry image or a store image has a repository to keep; a layout or archive has none.
+  const ref = loc.transport === 'registry' || loc.transport === 'store' ? loc.ref : loc.transport === 'docker-archive' ? loc.ref : undefined;
+  if (!ref) throw new ArchwayError('USAGE', `cannot mirror ${image}: a ${loc.transport} location has no repository name to put under the prefix`, { hint: 'copy it with archway copy SRC DST, naming the destination' });
   const p = prefix.replace(/^docker:\/\//, '').replace(/\/+$/, '');
   if (p === '') throw new ArchwayError('USAGE', 'the mirror prefix is empty');
   let out = `${p}/${ref.repository}`;
@@ -52,14 +63,23 @@ export function parseImageList(text: string): string[] {
     .filter((l) => l !== '');
 }
 
-/** Copies each image under `targetPrefix`, several at once, and says what each became. */
-export async function mirror(images: readonly string[], targetPrefix: string, ctx: OpenContext, opts: MirrorOptions = {}): Promise<MirrorItem[]> {
+/**
+ * Copies each image under `targetPrefix`, several at once, and says what each became. A failure
+ * stops images not yet started (unless keepGoing); those already copying finish. Every image is
+ * reported either way: what was copied stays copied, and the report says so.
+ */
+export async function mirror(images: readonly string[], targetPrefix: string, ctx: OpenContext, opts: MirrorOptions = {}): Promise<MirrorResult> {
   if (images.length === 0) throw new ArchwayError('USAGE', 'no image to mirror');
   const plan = images.map((image) => ({ source: image, target: mirrorTargetName(image, targetPrefix) }));
   const results: MirrorItem[] = plan.map((p) => ({ ...p }));
   const limiter = new Limiter(Math.max(1, opts.blobConcurrency ?? 4));
+  let firstError: unknown;
   await mapLimit(plan, Math.max(1, opts.concurrency ?? 3), async (p, i) => {
     const item = results[i] as MirrorItem;
+    if (firstError !== undefined && !opts.keepGoing) {
+      item.skipped = true;
+      return;
+    }
     try {
       const srcLoc: ImageLocation = parseLocation(p.source);
       const dstLoc: ImageLocation = parseLocation(p.target);
@@ -79,9 +99,11 @@ export async function mirror(images: readonly string[], targetPrefix: string, ct
       item.platforms = r.platforms;
       item.rewritten = r.rewritten;
     } catch (e) {
+      // An interruption ends the run; it is not one image's failure.
+      if (ctx.signal?.aborted) throw e;
       item.error = errorMessage(e);
-      if (!opts.keepGoing) throw e;
+      firstError ??= e;
     }
   });
-  return results;
+  return firstError === undefined ? { items: results } : { items: results, firstError };
 }

@@ -78,9 +78,10 @@ async function open(locIn: ImageLocation | string, ctx: OpenContext, write: bool
     }
     case 'store': {
       const store = await storeOf(ctx);
-      // The store names images by their full reference; a digest pins one when reading.
+      // The store names images by their full reference; a digest pins one when reading, and a
+      // name with only a digest (a pull by digest) is written under that name.
       const { digest, ...named } = loc.ref;
-      const reference = write || !digest ? formatReference(named) : digest;
+      const reference = write ? formatReference(digest && named.tag === undefined ? loc.ref : named) : digest ? (named.tag === undefined ? formatReference(loc.ref) : digest) : formatReference(named);
       return { location: loc, content: store, reference, input: loc.input };
     }
     case 'oci':

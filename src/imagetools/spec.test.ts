@@ -30,6 +30,10 @@ test('mirror naming keeps the repository path under the prefix', () => {
   assert.equal(mirrorTargetName('golang', 'localhost:5000/'), 'localhost:5000/library/golang:latest');
   assert.equal(mirrorTargetName('quay.io/team/app@sha256:' + 'a'.repeat(64), 'reg.example.com/m'), 'reg.example.com/m/team/app@sha256:' + 'a'.repeat(64));
   assert.deepEqual(parseImageList('# images\nalpine:3.19\n\n  busybox # comment\n'), ['alpine:3.19', 'busybox']);
+  // Images of the local store keep their repository too; a layout has none to keep.
+  assert.equal(mirrorTargetName('store:par:t1', 'localhost:5000/ms'), 'localhost:5000/ms/library/par:t1');
+  assert.equal(mirrorTargetName('docker://quay.io/team/app:2', 'localhost:5000/ms'), 'localhost:5000/ms/team/app:2');
+  assert.throws(() => mirrorTargetName('oci:./layout:1', 'localhost:5000/ms'), /oci location has no repository name/);
 });
 
 test('inspect: platforms with attestations under their subject; --platform shows the image', async () => {

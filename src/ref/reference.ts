@@ -25,6 +25,12 @@ function refError(input: string, why: string, hint?: string): ArchwayError {
   return new ArchwayError('REFERENCE', `invalid reference "${input}": ${why}`, { details: { reference: input }, ...(hint ? { hint } : {}) });
 }
 
+/** A tag given on its own (`copy -t TAG`), checked with the rule a reference's tag follows. */
+export function checkTag(tag: string): string {
+  if (!TAG.test(tag)) throw new ArchwayError('REFERENCE', `"${tag}" is not a valid tag (letters, digits, _ . -, at most 128, not starting with . or -)`, { details: { tag } });
+  return tag;
+}
+
 function isDomain(text: string): boolean {
   if (text.startsWith('[')) {
     const close = text.indexOf(']');

@@ -13,10 +13,19 @@ export type ImageLocation =
   | { transport: 'oci-archive'; path: string; tag?: string; input: string }
   | { transport: 'docker-archive'; path: string; ref?: Reference; input: string };
 
-function splitPathAndTag(rest: string): { path: string; tag?: string } {
+/** The OCI image layout's grammar for org.opencontainers.image.ref.name (a '/'-free form of it here). */
+const OCI_REF_NAME = /^[A-Za-z0-9]+(?:(?:[-._@+]|--)[A-Za-z0-9]+)*$/;
+
+function splitPathAndTag(input: string, rest: string): { path: string; tag?: string } {
   // A tag never contains '/', so the last ':' after the last '/' separates it.
   const i = rest.lastIndexOf(':');
-  if (i > rest.lastIndexOf('/') && i > 0) return { path: rest.slice(0, i), tag: rest.slice(i + 1) };
+  if (i > rest.lastIndexOf('/') && i > 0) {
+    const tag = rest.slice(i + 1);
+    if (!OCI_REF_NAME.test(tag)) {
+      throw new ArchwayError('REFERENCE', `invalid reference "${input}": "${tag}" is not a valid name in an OCI layout (letters and digits, joined by . _ - + @)`, { details: { reference: input } });
+    }
+    return { path: rest.slice(0, i), tag };
+  }
   return { path: rest };
 }
 
@@ -28,12 +37,12 @@ export function parseLocation(input: string, defaultTransport: 'registry' | 'sto
   if (input.startsWith('docker://')) return { transport: 'registry', ref: withDefaultTag(parseReference(input.slice('docker://'.length))), input };
   if (input.startsWith('store:')) return { transport: 'store', ref: withDefaultTag(parseReference(input.slice('store:'.length))), input };
   if (input.startsWith('oci-archive:')) {
-    const { path, tag } = splitPathAndTag(input.slice('oci-archive:'.length));
+    const { path, tag } = splitPathAndTag(input, input.slice('oci-archive:'.length));
     if (!path) throw new ArchwayError('REFERENCE', `invalid reference "${input}": no archive path`);
     return tag === undefined ? { transport: 'oci-archive', path, input } : { transport: 'oci-archive', path, tag, input };
   }
   if (input.startsWith('oci:')) {
-    const { path, tag } = splitPathAndTag(input.slice('oci:'.length));
+    const { path, tag } = splitPathAndTag(input, input.slice('oci:'.length));
     if (!path) throw new ArchwayError('REFERENCE', `invalid reference "${input}": no layout directory`);
     return tag === undefined ? { transport: 'oci', path, input } : { transport: 'oci', path, tag, input };
   }

@@ -166,6 +166,15 @@ export class Store implements ContentTarget {
   async resolve(reference: string, opts: CallOptions = {}): Promise<Descriptor> {
     if (isDigest(reference)) return this.layout.resolve(reference, opts);
     const ref = parseReference(reference);
+    if (ref.digest && ref.tag === undefined) {
+      // A name pulled by digest is kept under that name (pull of an index keeps this host's
+      // image, as Docker does); otherwise the digest names content in the store.
+      try {
+        return await this.layout.resolve(formatReference(ref), opts);
+      } catch (e) {
+        if (!(e instanceof ArchwayError && e.code === 'NOT_FOUND')) throw e;
+      }
+    }
     if (ref.digest) return this.layout.resolve(ref.digest, opts);
     const full = formatReference(withDefaultTag(ref));
     try {
@@ -180,7 +189,8 @@ export class Store implements ContentTarget {
 
   async tag(desc: Descriptor, reference: string, opts: CallOptions = {}): Promise<void> {
     const ref = parseReference(reference);
-    if (ref.digest && ref.tag === undefined) throw new ArchwayError('REFERENCE', `cannot tag by digest: "${reference}"`, { hint: 'give a name with a tag, like app:v1' });
+    // `name@digest` (a pull by digest) is a name of its own, as Docker lists such an image.
+    if (ref.digest && ref.tag === undefined) return this.layout.tag(desc, formatReference(ref), opts);
     const { digest: _pinned, ...named } = ref;
     await this.layout.tag(desc, formatReference(withDefaultTag(named)), opts);
   }

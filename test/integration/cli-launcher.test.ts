@@ -141,3 +141,9 @@ test('archway platforms prints the probed native platforms, as text or json, and
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--format "yaml": expected text or json/);
 });
+
+test('a --progress mode archway does not know is refused, naming the ones it does', async () => {
+  const r = await archway(['inspect', '--progress', 'bogus', 'localhost:5000/x:1']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /--progress must be auto, tty, plain or json, not "bogus"/);
+});

@@ -6,6 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -319,6 +320,52 @@ test('mirror copies several images under a prefix and reports each', async () =>
   assert.deepEqual(items[0]!.platforms, ['linux/amd64', 'linux/arm64', 'linux/arm/v7']);
   assert.equal(rawBytes(`${h}/mirror/app:1`), rawBytes(`${h}/app:1`));
   assert.equal(items[1]!.target, `${h}/mirror/bx-a:v1`);
+});
+
+test('copy checks every name before it writes anything: a bad -t or layout name leaves no tag', async () => {
+  const h = reg.host;
+  let r = await run(copyCommand, ['-t', 'bad tag', `${h}/app:1`, `${h}/fresh/t:1`]);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /"bad tag" is not a valid tag/);
+  assert.equal(await tagExists('fresh/t', '1'), false, 'the main tag was written before the bad -t was noticed');
+  r = await run(copyCommand, [`${h}/app:1`, `oci:${join(work, 'bad-name')}:bad tag`]);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /"bad tag" is not a valid name in an OCI layout/);
+});
+
+test('a mirror run that meets a missing image still reports every image, and exits with its kind', async () => {
+  const h = reg.host;
+  const r = await run(mirrorCommand, ['--to', `${h}/mirror-fail`, '--json', '--jobs', '1', `${h}/app:1`, `${h}/no/such:1`, `${h}/bx-a:v1`]);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /1 of 3 images failed to mirror; 1 not started \(--keep-going copies the rest\)/);
+  const items = JSON.parse(r.stdout) as Array<{ target: string; digest?: string; error?: string; skipped?: boolean }>;
+  assert.equal(items.length, 3);
+  assert.equal(items[0]!.digest, `sha256:${createHash('sha256').update(rawBytes(`${h}/app:1`)).digest('hex')}`);
+  assert.equal(rawBytes(`${h}/mirror-fail/app:1`), rawBytes(`${h}/app:1`), 'what was copied stays copied');
+  assert.match(items[1]!.error ?? '', /no\/such/);
+  assert.equal(items[2]!.skipped, true);
+  assert.equal(await tagExists('mirror-fail/bx-a', 'v1'), false);
+});
+
+test("pull --platform stores that platform's image itself; a pull by digest is named by its digest, no tag invented", async () => {
+  const h = reg.host;
+  const { pullCommand } = await import('../../src/cli/commands/pull.js');
+  const { imagesCommand } = await import('../../src/cli/commands/images.js');
+  const { rmCommand } = await import('../../src/cli/commands/rm.js');
+  const index = rawManifest(`${h}/app:1`);
+  const arm64 = index.manifests?.find((d) => d.platform?.architecture === 'arm64');
+  assert.ok(arm64);
+  let r = await run(pullCommand, ['--platform', 'linux/arm64', `${h}/app:1`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, `${h}/app:1: ${arm64.digest} [linux/arm64]\n`, 'the registry\'s own arm64 manifest, as docker pull --platform stores it');
+  const indexDigest = `sha256:${createHash('sha256').update(rawBytes(`${h}/app:1`)).digest('hex')}`;
+  r = await run(pullCommand, [`${h}/app@${indexDigest}`]);
+  assert.equal(r.code, 0, r.stderr);
+  const names = (JSON.parse((await run(imagesCommand, ['--format', 'json'])).stdout) as Array<{ name: string }>).map((i) => i.name);
+  assert.ok(names.includes(`${h}/app@${indexDigest}`), names.join(' '));
+  assert.ok(!names.includes(`${h}/app:latest`), 'a pull by digest made up a latest tag');
+  r = await run(rmCommand, [`${h}/app@${indexDigest}`]);
+  assert.equal(r.code, 0, r.stderr);
 });
 
 test('pull into the store under the image name, push back out (all platforms pulled with --all-platforms)', async () => {

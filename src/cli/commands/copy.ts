@@ -1,6 +1,6 @@
 import { ArchwayError } from '../../util/index.js';
 import { parsePlatformList, shortDigest } from '../../oci/index.js';
-import { parseLocation } from '../../ref/index.js';
+import { checkTag, parseLocation } from '../../ref/index.js';
 import { canMount, copyImage, openSource, openTarget, type MultiArch, type OpenContext } from '../../imagetools/index.js';
 import { listOpt, requirePositionals, stringOpt, usageError, type Command, type CommandContext, type OptionSpec } from '../command.js';
 
@@ -66,10 +66,13 @@ Examples:
     const platforms = platformText ? parsePlatformList(platformText) : undefined;
     const format = formatOpt(ctx, 'copy');
     const octx = openContextFor(ctx);
-    const src = await openSource(parseLocation(ctx.positionals[0] as string), octx);
-    const dst = await openTarget(parseLocation(ctx.positionals[1] as string), octx);
-    const extra = listOpt(ctx, 'tag');
-    if (extra.length > 0 && dst.location.transport !== 'registry') throw new ArchwayError('USAGE', '--tag applies to registry destinations only');
+    // Every name is checked before anything is read or written: a bad -t must not follow a tag written.
+    const srcLocation = parseLocation(ctx.positionals[0] as string);
+    const dstLocation = parseLocation(ctx.positionals[1] as string);
+    const extra = listOpt(ctx, 'tag').map(checkTag);
+    if (extra.length > 0 && dstLocation.transport !== 'registry') throw new ArchwayError('USAGE', '--tag applies to registry destinations only');
+    const src = await openSource(srcLocation, octx);
+    const dst = await openTarget(dstLocation, octx);
     const r = await copyImage(src.content, src.reference, dst.content, [dst.reference, ...extra], {
       signal: ctx.signal,
       progress: ctx.progress,

@@ -44,7 +44,7 @@ localhost:5000/mirror/library/golang:1.17. Images come from the arguments or --f
     const platformText = stringOpt(ctx, 'platform');
     const format = formatOpt(ctx, 'mirror');
     const keepGoing = boolOpt(ctx, 'keep-going');
-    const results = await mirror(images, prefix, openContextFor(ctx), {
+    const { items: results, firstError } = await mirror(images, prefix, openContextFor(ctx), {
       concurrency: intOpt(ctx, 'jobs', 3, 'mirror'),
       blobConcurrency: intOpt(ctx, 'concurrency', 4, 'mirror'),
       multiArch: multiArch as MultiArch,
@@ -56,11 +56,17 @@ localhost:5000/mirror/library/golang:1.17. Images come from the arguments or --f
     else {
       for (const r of results) {
         if (r.error) ctx.stdout.write(`${r.source} -> ${r.target}: FAILED: ${r.error}\n`);
+        else if (r.skipped) ctx.stdout.write(`${r.source} -> ${r.target}: not copied (an earlier image failed)\n`);
         else ctx.stdout.write(`${r.source} -> ${r.target} ${r.digest} [${(r.platforms ?? []).join(', ')}]${r.rewritten ? ' (rewritten)' : ''}\n`);
       }
     }
     const failed = results.filter((r) => r.error);
-    if (failed.length > 0) throw new ArchwayError('REGISTRY', `${failed.length} of ${results.length} images failed to mirror`);
+    if (failed.length > 0) {
+      const skipped = results.filter((r) => r.skipped).length;
+      // The first failure's kind is the run's exit status (a missing image 2, the network 3, ...).
+      const code = firstError instanceof ArchwayError ? firstError.code : 'REGISTRY';
+      throw new ArchwayError(code, `${failed.length} of ${results.length} images failed to mirror${skipped > 0 ? `; ${skipped} not started (--keep-going copies the rest)` : ''}`);
+    }
     return 0;
   },
 };

@@ -26,14 +26,16 @@ export const pullCommand: Command = {
     if (platformText && all) throw usageError('--platform and --all-platforms exclude each other', 'pull');
     const octx = openContextFor(ctx);
     const src = await openSource(parseLocation(formatReference(ref)), octx);
+    // Named as Docker names the pull: by its tag, or by its digest alone (no tag is invented).
     const { digest: _d, ...named } = ref;
-    const name = formatReference(named.tag ? named : { ...named, tag: 'latest' });
+    const name = formatReference(named.tag ? named : ref);
     const dst = await openTarget(parseLocation(`store:${name}`), octx);
     const r = await copyImage(src.content, src.reference, dst.content, [dst.reference], {
       signal: ctx.signal,
       progress: ctx.progress,
+      // One platform, as Docker pulls it: that platform's image itself, not a new one-entry index.
       multiArch: all ? 'all' : 'system',
-      ...(platformText ? { platforms: [parsePlatform(platformText)], multiArch: 'all' as const } : {}),
+      ...(platformText ? { host: parsePlatform(platformText) } : {}),
       concurrency: intOpt(ctx, 'concurrency', 4, 'pull'),
     });
     ctx.stdout.write(`${familiarName(parseReference(name))}: ${r.descriptor.digest} [${r.platforms.join(', ')}]\n`);
