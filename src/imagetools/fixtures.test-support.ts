@@ -9,12 +9,12 @@ export function digestOf(b: Buffer): Digest {
 }
 
 /** Pushes a one-layer image for a platform; returns its manifest descriptor (with platform). */
-export async function pushImage(t: MemoryTarget, platform: string, opts: { format?: ManifestFormat; tag?: string; salt?: string; configPlatform?: string } = {}): Promise<Descriptor> {
+export async function pushImage(t: MemoryTarget, platform: string, opts: { format?: ManifestFormat; tag?: string; salt?: string; configPlatform?: string; config?: Record<string, unknown> } = {}): Promise<Descriptor> {
   const layer = Buffer.from(`layer for ${platform} ${opts.salt ?? ''}`);
   const format = opts.format ?? 'oci';
   const layerDesc = descriptorFor(layer, format === 'docker' ? MediaType.DockerLayerGzip : MediaType.OciLayerGzip);
   const cfg = emptyConfig(parsePlatform(opts.configPlatform ?? platform));
-  cfg.config = { ...cfg.config, Entrypoint: ['/bin/sh'], Cmd: ['-c', 'echo hi'], Labels: { 'org.example': platform } };
+  cfg.config = { ...cfg.config, Entrypoint: ['/bin/sh'], Cmd: ['-c', 'echo hi'], Labels: { 'org.example': platform }, ...opts.config };
   const built = buildImage(cfg, [{ descriptor: layerDesc, diffID: digestOf(layer) }], { format });
   await t.push(layerDesc, layer);
   await t.push(built.configDescriptor, built.config);

@@ -1,12 +1,12 @@
 import { ArchwayError } from '../util/index.js';
 import {
-
   attestationSubject,
   formatPlatform,
   isAttestation,
   isUnknownPlatform,
   type Descriptor,
   type Digest,
+  type HealthConfig,
   type ImageIndex,
   type Platform,
 } from '../oci/index.js';
@@ -50,6 +50,13 @@ export interface ImageDetails {
   cmd?: string[] | null;
   env: string[];
   labels: Record<string, string>;
+  /** The rest of the run configuration, when the image sets it (`8080/tcp`, volume paths, ...). */
+  exposedPorts?: string[];
+  volumes?: string[];
+  stopSignal?: string;
+  shell?: string[];
+  healthcheck?: HealthConfig;
+  onBuild?: string[];
   config: { digest: Digest; mediaType: string; size: number };
   layers: LayerInfo[];
   /** Compressed size: config and layers. */
@@ -98,6 +105,12 @@ function details(img: LoadedImage): ImageDetails {
   if (cfg.WorkingDir) out.workingDir = cfg.WorkingDir;
   if (cfg.Entrypoint !== undefined) out.entrypoint = cfg.Entrypoint;
   if (cfg.Cmd !== undefined) out.cmd = cfg.Cmd;
+  if (cfg.ExposedPorts && Object.keys(cfg.ExposedPorts).length > 0) out.exposedPorts = Object.keys(cfg.ExposedPorts);
+  if (cfg.Volumes && Object.keys(cfg.Volumes).length > 0) out.volumes = Object.keys(cfg.Volumes);
+  if (cfg.StopSignal) out.stopSignal = cfg.StopSignal;
+  if (cfg.Shell && cfg.Shell.length > 0) out.shell = cfg.Shell;
+  if (cfg.Healthcheck) out.healthcheck = cfg.Healthcheck;
+  if (cfg.OnBuild && cfg.OnBuild.length > 0) out.onBuild = cfg.OnBuild;
   return out;
 }
 
@@ -231,6 +244,15 @@ export function formatInspectText(r: InspectResult, opts: { platformOnly?: boole
     if (i.user) lines.push(`  User:         ${i.user}`);
     if (i.workingDir) lines.push(`  WorkingDir:   ${i.workingDir}`);
     lines.push(`  Entrypoint:   ${i.entrypoint ? json(i.entrypoint) : '-'}`, `  Cmd:          ${i.cmd ? json(i.cmd) : '-'}`);
+    if (i.shell) lines.push(`  Shell:        ${json(i.shell)}`);
+    if (i.exposedPorts) lines.push(`  Ports:        ${i.exposedPorts.join(', ')}`);
+    if (i.volumes) lines.push(`  Volumes:      ${i.volumes.join(', ')}`);
+    if (i.stopSignal) lines.push(`  StopSignal:   ${i.stopSignal}`);
+    if (i.healthcheck) lines.push(`  Healthcheck:  ${i.healthcheck.Test ? json(i.healthcheck.Test) : '-'}${healthTimes(i.healthcheck)}`);
+    if (i.onBuild) {
+      lines.push('  OnBuild:');
+      for (const t of i.onBuild) lines.push(`    ${t}`);
+    }
     lines.push('  Env:');
     for (const e of i.env) lines.push(`    ${e}`);
     if (Object.keys(i.labels).length > 0) {
@@ -241,6 +263,18 @@ export function formatInspectText(r: InspectResult, opts: { platformOnly?: boole
     for (const l of i.layers) lines.push(`    ${l.digest}  ${fmtSize(l.size).padStart(10)}  ${l.mediaType}`);
   }
   return `${lines.join('\n').replace(/\n+$/, '')}\n`;
+}
+
+/** ` (interval 30s, timeout 3s, retries 3)`: the durations a HEALTHCHECK set (nanoseconds in the config). */
+function healthTimes(h: HealthConfig): string {
+  const parts: string[] = [];
+  const secs = (ns: number): string => `${ns / 1e9}s`;
+  if (h.Interval) parts.push(`interval ${secs(h.Interval)}`);
+  if (h.Timeout) parts.push(`timeout ${secs(h.Timeout)}`);
+  if (h.StartPeriod) parts.push(`start period ${secs(h.StartPeriod)}`);
+  if (h.StartInterval) parts.push(`start interval ${secs(h.StartInterval)}`);
+  if (h.Retries) parts.push(`retries ${h.Retries}`);
+  return parts.length > 0 ? ` (${parts.join(', ')})` : '';
 }
 
 /** JSON for `--format json`: everything but the raw bytes. */

@@ -58,3 +58,28 @@ test('inspect: platforms with attestations under their subject; --platform shows
   assert.deepEqual(s.image!.entrypoint, ['/bin/sh']);
   await assert.rejects(inspect(t, 'single', { platform: parsePlatform('linux/amd64') }), /single-platform image for linux\/arm64/);
 });
+
+test('inspect shows the whole run configuration an image sets: ports, volumes, stop signal, shell, healthcheck, triggers', async () => {
+  const t = new MemoryTarget('reg/app');
+  await pushImage(t, 'linux/amd64', {
+    tag: 'full',
+    config: {
+      ExposedPorts: { '8080/tcp': {}, '53/udp': {} },
+      Volumes: { '/data': {} },
+      StopSignal: 'SIGQUIT',
+      Shell: ['/bin/bash', '-c'],
+      Healthcheck: { Test: ['CMD', 'curl', '-f', 'http://localhost/'], Interval: 30e9, Retries: 3 },
+      OnBuild: ['COPY . /app'],
+    },
+  });
+  const text = formatInspectText(await inspect(t, 'full'));
+  assert.match(text, /Ports: {8}8080\/tcp, 53\/udp/);
+  assert.match(text, /Volumes: {6}\/data/);
+  assert.match(text, /StopSignal: {3}SIGQUIT/);
+  assert.match(text, /Shell: {8}\["\/bin\/bash","-c"\]/);
+  assert.match(text, /Healthcheck: {2}\["CMD","curl","-f","http:\/\/localhost\/"\] \(interval 30s, retries 3\)/);
+  assert.match(text, /OnBuild:\n {4}COPY \. \/app/);
+  // An image without them shows none of these lines.
+  await pushImage(t, 'linux/arm64', { tag: 'plain' });
+  assert.doesNotMatch(formatInspectText(await inspect(t, 'plain')), /Ports:|Volumes:|Healthcheck:/);
+});

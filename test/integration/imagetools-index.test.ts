@@ -333,6 +333,19 @@ test('copy checks every name before it writes anything: a bad -t or layout name 
   assert.match(r.stderr, /"bad tag" is not a valid name in an OCI layout/);
 });
 
+test('inspect of a name the registry cannot serve points at the local store when it has that name', async () => {
+  const h = reg.host;
+  // Nothing listens on port 1: the registry half fails at once.
+  let r = await run(copyCommand, [`${h}/app:1`, 'store:127.0.0.1:1/app:1']);
+  assert.equal(r.code, 0, r.stderr);
+  r = await run(inspectCommand, ['127.0.0.1:1/app:1']);
+  assert.equal(r.code, 3, r.stderr);
+  assert.match(r.stderr, /the local store has 127\.0\.0\.1:1\/app:1: archway inspect store:127\.0\.0\.1:1\/app:1/);
+  r = await run(inspectCommand, ['127.0.0.1:1/other:1']);
+  assert.equal(r.code, 3);
+  assert.doesNotMatch(r.stderr, /local store/);
+});
+
 test('a mirror run that meets a missing image still reports every image, and exits with its kind', async () => {
   const h = reg.host;
   const r = await run(mirrorCommand, ['--to', `${h}/mirror-fail`, '--json', '--jobs', '1', `${h}/app:1`, `${h}/no/such:1`, `${h}/bx-a:v1`]);

@@ -1,3 +1,4 @@
+import { ArchwayError, isArchwayError } from '../../util/index.js';
 import { parsePlatform } from '../../oci/index.js';
 import { parseLocation } from '../../ref/index.js';
 import { formatInspectText, inspect, inspectJson, openSource } from '../../imagetools/index.js';
@@ -27,8 +28,20 @@ Examples:
     if (format !== 'text' && format !== 'json') throw usageError(`--format must be text or json, not "${format}"`, 'inspect');
     const platformText = stringOpt(ctx, 'platform');
     const platform = platformText ? parsePlatform(platformText) : undefined;
-    const src = await openSource(parseLocation(ctx.positionals[0] as string), openContextFor(ctx));
-    const r = await inspect(src.content, src.reference, { signal: ctx.signal, progress: ctx.progress, ...(platform ? { platform } : {}) });
+    const input = ctx.positionals[0] as string;
+    const location = parseLocation(input);
+    const octx = openContextFor(ctx);
+    const src = await openSource(location, octx);
+    const r = await inspect(src.content, src.reference, { signal: ctx.signal, progress: ctx.progress, ...(platform ? { platform } : {}) }).catch(async (e: unknown) => {
+      // A bare name means a registry, as for buildx imagetools; when the registry fails and the
+      // local store has that name, say how to look there.
+      if (location.transport !== 'registry' || input.startsWith('docker://') || !isArchwayError(e) || ctx.signal.aborted) throw e;
+      const local = await openSource(parseLocation(`store:${input}`), octx)
+        .then((s) => s.content.resolve(s.reference, { signal: ctx.signal }))
+        .then(() => true, () => false);
+      if (local) throw new ArchwayError(e.code, e.message, { cause: e, details: e.details, hint: `the local store has ${input}: archway inspect store:${input}` });
+      throw e;
+    });
     if (boolOpt(ctx, 'raw')) {
       if (platform && r.image) {
         const img = await inspect(src.content, r.image.digest, { signal: ctx.signal });
