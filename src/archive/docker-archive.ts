@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
-import { rm } from 'node:fs/promises';
-import { basename, dirname, join, resolve as resolvePath } from 'node:path';
+import { resolve as resolvePath } from 'node:path';
 import { Readable } from 'node:stream';
 import {
   computeDigest,
@@ -9,6 +8,7 @@ import {
   encodeJson,
   isDigest,
   layerCompression,
+  formatPlatform,
   MediaType,
   normalizePlatform,
   parseConfig,
@@ -19,9 +19,9 @@ import {
   type ImageManifest,
 } from '../oci/index.js';
 import { familiarName, formatReference, parseReference, withDefaultTag } from '../ref/index.js';
-import { ArchwayError, LIMITS, throwIfAborted } from '../util/index.js';
+import { ArchwayError, LIMITS, throwIfAborted, verifiedStream } from '../util/index.js';
 import { isIndex, platformManifests, readConfig, readManifestOrIndex, type CallOptions, type ContentSource, type ContentTarget } from '../image/index.js';
-import { OciLayout, tempName } from '../store/index.js';
+import { Staging } from './staging.js';
 import { TarFile, writeTarFile, type ArchiveEntry, type TarSourceEntry } from './tarfile.js';
 
 /** One entry of a docker-archive's manifest.json. */
@@ -157,15 +157,12 @@ export class DockerArchiveSource implements ContentSource {
   async fetch(desc: Descriptor, opts: CallOptions = {}): Promise<Readable> {
     throwIfAborted(opts.signal);
     const d = parseDigest(desc.digest, `${this.name}: blob digest`);
-    const v = verifier(d, desc.size, `${this.name}@${d}`);
+    const what = `${this.name}@${d}`;
     const doc = this.docs.get(d);
-    if (doc) return Readable.from([doc]).pipe(v);
+    if (doc) return verifiedStream(Readable.from([doc]), verifier(d, desc.size, what), { signal: opts.signal, what });
     const e = this.blobs.get(d) ?? this.tar.file(`blobs/${digestAlgorithm(d)}/${digestHex(d)}`);
     if (!e) throw new ArchwayError('NOT_FOUND', `${this.name}: blob ${d} not found (resolve the image first)`, { details: { digest: d } });
-    const raw = this.tar.stream(e);
-    raw.on('error', (err) => v.destroy(err));
-    v.on('close', () => raw.destroy());
-    return raw.pipe(v);
+    return verifiedStream(this.tar.stream(e), verifier(d, desc.size, what), { signal: opts.signal, what });
   }
 }
 
@@ -186,7 +183,7 @@ export class DockerArchiveTarget implements ContentTarget {
 
   private constructor(
     file: string,
-    private readonly staging: OciLayout,
+    private readonly staging: Staging,
     private readonly defaultReference: string | undefined,
   ) {
     this.file = file;
@@ -195,21 +192,29 @@ export class DockerArchiveTarget implements ContentTarget {
 
   /** `reference`: the NAME:TAG of `docker-archive:FILE:NAME:TAG`, used when `tag` gets an empty name. */
   static async create(file: string, opts: { signal?: AbortSignal; reference?: string } = {}): Promise<DockerArchiveTarget> {
+    throwIfAborted(opts.signal);
     const abs = resolvePath(file);
-    const dir = join(dirname(abs), `.${basename(abs)}.${tempName('docker.d')}`);
-    const staging = await OciLayout.open(dir, { create: true, name: `docker-archive:${file}`, ...(opts.signal ? { signal: opts.signal } : {}) });
-    return new DockerArchiveTarget(abs, staging, opts.reference);
+    return new DockerArchiveTarget(abs, new Staging(abs, 'docker.d', `docker-archive:${file}`), opts.reference);
+  }
+
+  /** The temp layout's directory (it exists once something was written). */
+  get stagingDir(): string {
+    return this.staging.dir;
   }
 
   private live(): void {
     if (this.closed) throw new ArchwayError('FAILED', `${this.name}: already closed`);
   }
 
-  fetch(desc: Descriptor, opts?: CallOptions): Promise<Readable> {
-    return this.staging.fetch(desc, opts);
+  async fetch(desc: Descriptor, opts?: CallOptions): Promise<Readable> {
+    parseDigest(desc.digest, `${this.name}: blob digest`);
+    const layout = await this.staging.written();
+    if (!layout) throw new ArchwayError('NOT_FOUND', `${this.name}: blob ${desc.digest} not found`);
+    return layout.fetch(desc, opts);
   }
-  exists(desc: Descriptor, opts?: CallOptions): Promise<boolean> {
-    return this.staging.exists(desc, opts);
+  async exists(desc: Descriptor, opts?: CallOptions): Promise<boolean> {
+    const layout = await this.staging.written();
+    return layout ? layout.exists(desc, opts) : false;
   }
   async resolve(reference: string, opts: CallOptions = {}): Promise<Descriptor> {
     throwIfAborted(opts.signal);
@@ -218,7 +223,8 @@ export class DockerArchiveTarget implements ContentTarget {
   }
   async push(desc: Descriptor, content: Readable | Buffer, opts?: CallOptions): Promise<void> {
     this.live();
-    return this.staging.push(desc, content, opts);
+    parseDigest(desc.digest, `${this.name}: blob digest`);
+    return (await this.staging.layout(opts)).push(desc, content, opts);
   }
 
   /**
@@ -228,14 +234,13 @@ export class DockerArchiveTarget implements ContentTarget {
   async tag(desc: Descriptor, reference: string, opts: CallOptions = {}): Promise<void> {
     this.live();
     let image = desc;
-    const parsed = await readManifestOrIndex(this.staging, desc, opts);
+    const parsed = await readManifestOrIndex(await this.staging.layout(opts), desc, opts);
     if (isIndex(parsed)) {
       const platforms = platformManifests(parsed.value);
-      if (platforms.length !== 1) {
-        throw new ArchwayError('USAGE', `${ONE_PLATFORM_MESSAGE} (${desc.digest} is an index of ${platforms.length} platforms)`, {
-          hint: 'e.g. --platform linux/amd64, or write an oci-archive, which holds them all',
-        });
-      }
+      this.acceptPlatforms(
+        platforms.map((d) => (d.platform ? formatPlatform(d.platform) : 'unknown')),
+        desc.digest,
+      );
       image = platforms[0] as Descriptor;
     }
     if (this.image && this.image.digest !== image.digest) {
@@ -249,22 +254,35 @@ export class DockerArchiveTarget implements ContentTarget {
     }
   }
 
+  /**
+   * Refuses an index of other than one platform image (the format holds one). A copy asks this
+   * as soon as it has read the source's index, before it reads or writes any blob; `tag` asks
+   * again. `what` names the index (a reference or a digest).
+   */
+  acceptPlatforms(platforms: readonly string[], what: string): void {
+    if (platforms.length === 1) return;
+    throw new ArchwayError('USAGE', `${ONE_PLATFORM_MESSAGE} (${what} is an index of ${platforms.length} platforms${platforms.length > 0 ? `: ${platforms.join(', ')}` : ''})`, {
+      hint: 'e.g. --platform linux/amd64, or write an oci-archive, which holds them all',
+    });
+  }
+
   async close(opts: CallOptions = {}): Promise<void> {
     this.live();
     try {
       if (!this.image) throw new ArchwayError('FAILED', `${this.name}: no image was written (nothing tagged)`);
       const img = this.image;
       if (this.repoTags.length === 0 && this.defaultReference) this.repoTags.push(familiarName(withDefaultTag(parseReference(this.defaultReference))));
-      const parsed = await readManifestOrIndex(this.staging, img, opts);
+      const staging = await this.staging.layout(opts);
+      const parsed = await readManifestOrIndex(staging, img, opts);
       if (isIndex(parsed)) throw new ArchwayError('FORMAT', `${this.name}: ${img.digest} is an index, expected an image manifest`);
       const m = parsed.value;
-      const { config } = await readConfig(this.staging, m.config, opts);
+      const { config } = await readConfig(staging, m.config, opts);
       if (config.rootfs.diff_ids.length !== m.layers.length) throw new ArchwayError('FORMAT', `${this.name}: config and manifest disagree on the number of layers`);
       const path = (d: Digest): string => `blobs/${digestAlgorithm(d)}/${digestHex(d)}`;
       for (const l of m.layers) {
         const c = layerCompression(l.mediaType);
-        if (c === 'zstd') throw new ArchwayError('FORMAT', `${this.name}: layer ${l.digest} is zstd-compressed; docker load reads only uncompressed or gzip layers`, { hint: 'convert the layers to gzip (archway copy --compression gzip)' });
-        if (l.urls && l.urls.length > 0 && !(await this.staging.exists(l, opts))) throw new ArchwayError('FORMAT', `${this.name}: foreign layer ${l.digest} is not present`);
+        if (c === 'zstd') throw new ArchwayError('FORMAT', `${this.name}: layer ${l.digest} is zstd-compressed; docker load reads only uncompressed or gzip layers`, { hint: 'archway copy keeps layers as they are (it has no option to recompress them): write an oci-archive:FILE instead (podman load and skopeo read it), or copy a variant of the image published with gzip layers' });
+        if (l.urls && l.urls.length > 0 && !(await staging.exists(l, opts))) throw new ArchwayError('FORMAT', `${this.name}: foreign layer ${l.digest} is not present`);
       }
       const manifestJson = [{ Config: path(m.config.digest), RepoTags: this.repoTags, Layers: m.layers.map((l) => path(l.digest)) }];
       const blobs = new Map<Digest, number>();
@@ -272,18 +290,19 @@ export class DockerArchiveTarget implements ContentTarget {
       for (const l of m.layers) blobs.set(l.digest, l.size);
       const entries: TarSourceEntry[] = [{ name: 'blobs', dir: true }, { name: 'blobs/sha256', dir: true }];
       for (const [digest, size] of [...blobs].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
-        entries.push({ name: path(digest), size, content: () => this.staging.fetch({ mediaType: 'application/octet-stream', digest, size }, opts) });
+        entries.push({ name: path(digest), size, content: () => staging.fetch({ mediaType: 'application/octet-stream', digest, size }, opts) });
       }
       entries.push({ name: 'manifest.json', content: Buffer.from(`${JSON.stringify(manifestJson)}\n`) });
       await writeTarFile(this.file, entries, opts);
     } finally {
       this.closed = true;
-      await rm(this.staging.dir, { recursive: true, force: true });
+      await this.staging.drop();
     }
   }
 
+  /** Drops everything written so far; FILE is left as it was. */
   async abort(): Promise<void> {
     this.closed = true;
-    await rm(this.staging.dir, { recursive: true, force: true });
+    await this.staging.drop();
   }
 }

@@ -1,10 +1,9 @@
-import { rm } from 'node:fs/promises';
-import { basename, dirname, join, resolve as resolvePath } from 'node:path';
+import { resolve as resolvePath } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Annotation, digestAlgorithm, digestHex, isDigest, MediaType, parseDigest, parseIndex, parseManifestOrIndex, verifier, type Descriptor, type ImageIndex } from '../oci/index.js';
-import { ArchwayError, LIMITS, readAllLimited, throwIfAborted } from '../util/index.js';
+import { ArchwayError, LIMITS, readAllLimited, throwIfAborted, verifiedStream } from '../util/index.js';
 import type { CallOptions, ContentSource, ContentTarget } from '../image/index.js';
-import { OciLayout, tempName } from '../store/index.js';
+import { Staging } from './staging.js';
 import { TarFile, writeTarFile, type TarSourceEntry } from './tarfile.js';
 
 /** Picks a descriptor in an OCI index by ref.name or digest, as OciLayout.resolve does. */
@@ -58,11 +57,7 @@ export class OciArchiveSource implements ContentSource {
     const d = parseDigest(desc.digest, `${this.name}: blob digest`);
     const e = this.tar.file(`blobs/${digestAlgorithm(d)}/${digestHex(d)}`);
     if (!e) throw new ArchwayError('NOT_FOUND', `${this.name}: blob ${d} not found`, { details: { digest: d } });
-    const raw = this.tar.stream(e);
-    const v = verifier(d, desc.size, `${this.name}@${d}`);
-    raw.on('error', (err) => v.destroy(err));
-    v.on('close', () => raw.destroy());
-    return raw.pipe(v);
+    return verifiedStream(this.tar.stream(e), verifier(d, desc.size, `${this.name}@${d}`), { signal: opts.signal, what: `${this.name}@${d}` });
   }
 
   async resolve(reference: string, opts: CallOptions = {}): Promise<Descriptor> {
@@ -82,8 +77,9 @@ export class OciArchiveSource implements ContentSource {
 }
 
 /**
- * An `oci-archive:FILE` being written: content goes into a temp OCI layout beside FILE, and
- * `close()` tars it to FILE atomically (temp file + rename). `abort()` leaves nothing behind.
+ * An `oci-archive:FILE` being written: content goes into a temp OCI layout beside FILE (made on
+ * the first write), and `close()` tars it to FILE atomically (temp file + rename). `abort()`
+ * leaves nothing behind; a copy calls it when it fails or is interrupted.
  */
 export class OciArchiveTarget implements ContentTarget {
   readonly name: string;
@@ -92,48 +88,65 @@ export class OciArchiveTarget implements ContentTarget {
 
   private constructor(
     file: string,
-    private readonly staging: OciLayout,
+    private readonly staging: Staging,
   ) {
     this.file = file;
     this.name = `oci-archive:${file}`;
   }
 
   static async create(file: string, opts: { signal?: AbortSignal } = {}): Promise<OciArchiveTarget> {
+    throwIfAborted(opts.signal);
     const abs = resolvePath(file);
-    const dir = join(dirname(abs), `.${basename(abs)}.${tempName('oci.d')}`);
-    const staging = await OciLayout.open(dir, { create: true, name: `oci-archive:${file}`, ...(opts.signal ? { signal: opts.signal } : {}) });
-    return new OciArchiveTarget(abs, staging);
+    return new OciArchiveTarget(abs, new Staging(abs, 'oci.d', `oci-archive:${file}`));
+  }
+
+  /** The temp layout's directory (it exists once something was written). */
+  get stagingDir(): string {
+    return this.staging.dir;
   }
 
   private live(): void {
     if (this.closed) throw new ArchwayError('FAILED', `${this.name}: already closed`);
   }
 
-  fetch(desc: Descriptor, opts?: CallOptions): Promise<Readable> {
-    return this.staging.fetch(desc, opts);
+  private notFound(what: string): ArchwayError {
+    return new ArchwayError('NOT_FOUND', `${this.name}: ${what} not found`);
   }
-  resolve(reference: string, opts?: CallOptions): Promise<Descriptor> {
-    return this.staging.resolve(reference, opts);
+
+  async fetch(desc: Descriptor, opts?: CallOptions): Promise<Readable> {
+    parseDigest(desc.digest, `${this.name}: blob digest`);
+    const layout = await this.staging.written();
+    if (!layout) throw this.notFound(`blob ${desc.digest}`);
+    return layout.fetch(desc, opts);
   }
-  exists(desc: Descriptor, opts?: CallOptions): Promise<boolean> {
-    return this.staging.exists(desc, opts);
+  async resolve(reference: string, opts?: CallOptions): Promise<Descriptor> {
+    const layout = await this.staging.written();
+    if (!layout) throw this.notFound(`image "${reference}"`);
+    return layout.resolve(reference, opts);
+  }
+  async exists(desc: Descriptor, opts?: CallOptions): Promise<boolean> {
+    const layout = await this.staging.written();
+    return layout ? layout.exists(desc, opts) : false;
   }
   async push(desc: Descriptor, content: Readable | Buffer, opts?: CallOptions): Promise<void> {
     this.live();
-    return this.staging.push(desc, content, opts);
+    parseDigest(desc.digest, `${this.name}: blob digest`);
+    return (await this.staging.layout(opts)).push(desc, content, opts);
   }
   /** `reference` is stored as the ref.name annotation as given (skopeo's `oci-archive:FILE:TAG`). */
   async tag(desc: Descriptor, reference: string, opts?: CallOptions): Promise<void> {
     this.live();
-    if (reference === '') return this.staging.addIndexEntry(desc, opts);
-    return this.staging.tag(desc, reference, opts);
+    const layout = await this.staging.layout(opts);
+    if (reference === '') return layout.addIndexEntry(desc, opts);
+    return layout.tag(desc, reference, opts);
   }
 
   async close(opts: CallOptions = {}): Promise<void> {
     this.live();
     try {
-      const index = await this.staging.readIndex(opts);
-      const blobs = (await this.staging.listBlobs(opts)).sort((a, b) => (a.digest < b.digest ? -1 : 1));
+      const staging = await this.staging.layout(opts);
+      const index = await staging.readIndex(opts);
+      const blobs = (await staging.listBlobs(opts)).sort((a, b) => (a.digest < b.digest ? -1 : 1));
       const entries: TarSourceEntry[] = [
         { name: 'oci-layout', content: Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })) },
         { name: 'index.json', content: Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: index.manifests })) },
@@ -145,19 +158,19 @@ export class OciArchiveTarget implements ContentTarget {
         entries.push({
           name: `blobs/${digestAlgorithm(b.digest)}/${digestHex(b.digest)}`,
           size: b.size,
-          content: () => this.staging.fetch({ mediaType: 'application/octet-stream', digest: b.digest, size: b.size }, opts),
+          content: () => staging.fetch({ mediaType: 'application/octet-stream', digest: b.digest, size: b.size }, opts),
         });
       }
       await writeTarFile(this.file, entries, opts);
     } finally {
       this.closed = true;
-      await rm(this.staging.dir, { recursive: true, force: true });
+      await this.staging.drop();
     }
   }
 
   /** Drops everything written so far; FILE is left as it was. */
   async abort(): Promise<void> {
     this.closed = true;
-    await rm(this.staging.dir, { recursive: true, force: true });
+    await this.staging.drop();
   }
 }

@@ -45,4 +45,11 @@ export interface ContentTarget extends ContentSource {
   tagged?(tag: string, opts?: CallOptions): Promise<string | undefined>;
   /** Called once after a whole push finished (archives write their index here). */
   close?(opts?: CallOptions): Promise<void>;
+  /** Called instead of close when the push failed: drops whatever was staged (archives). */
+  abort?(): Promise<void>;
+  /**
+   * Refuses, before any blob moves, platforms this target cannot hold (a docker-archive holds
+   * one); `what` names the source in the message.
+   */
+  acceptPlatforms?(platforms: readonly string[], what: string): void;
 }

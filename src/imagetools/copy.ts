@@ -66,8 +66,21 @@ export async function copyImage(src: ContentSource, srcRef: string, dst: Content
   const linked = linkedSignal(opts.signal);
   try {
     return await copyWithin(src, srcRef, dst, dstRefs, { ...opts, signal: linked.signal });
+  } catch (e) {
+    // A target written on close() (an archive) drops what it staged: a failed or interrupted
+    // copy leaves nothing behind. Every transfer has settled by now (executePlan waits for them).
+    await abortTarget(dst);
+    throw e;
   } finally {
     linked.release();
+  }
+}
+
+async function abortTarget(dst: ContentTarget): Promise<void> {
+  try {
+    await dst.abort?.();
+  } catch {
+    // the copy's own failure is what the user needs to see
   }
 }
 
@@ -163,6 +176,8 @@ async function copyWithin(src: ContentSource, srcRef: string, dst: ContentTarget
       }
       selected = all.filter((d) => kept.has(d.digest) || (isAttestation(d) && kept.has(attestationSubject(d) ?? '')));
     }
+    // A target that cannot hold them all (a docker-archive) refuses now, before any blob is read.
+    dst.acceptPlatforms?.(platformManifests({ ...parsed.value, manifests: selected }).map((d) => formatPlatform(d.platform as Platform)), what);
     const children: Descriptor[] = [];
     let changed = selected.length !== all.length;
     const kept = selected.filter((child) => {

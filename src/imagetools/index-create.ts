@@ -369,6 +369,24 @@ export async function createIndex(sources: readonly IndexSource[], targets: read
   if (opts.dryRun) return result;
 
   // 8. Content into every target, then the index, then the tags (last, and only when all is there).
+  // A failure drops what archive targets staged: nothing half-written is left beside them.
+  try {
+    await writeTargets(targets, plans, built, opts, c, result);
+  } catch (e) {
+    for (const t of targets) await t.target.abort?.().catch(() => undefined);
+    throw e;
+  }
+  return result;
+}
+
+async function writeTargets(
+  targets: ReadonlyArray<{ target: ContentTarget; reference: string; input: string }>,
+  plans: ReadonlyMap<ContentSource, CopyPlan>,
+  built: { raw: Buffer; descriptor: Descriptor },
+  opts: IndexCreateOptions,
+  c: CallOptions,
+  result: IndexCreateResult,
+): Promise<void> {
   for (const t of targets) {
     for (const [source, plan] of plans) {
       throwIfAborted(opts.signal);
@@ -387,5 +405,4 @@ export async function createIndex(sources: readonly IndexSource[], targets: read
     await t.target.close?.(c);
     result.pushed.push(t.input);
   }
-  return result;
 }

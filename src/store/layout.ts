@@ -21,7 +21,7 @@ import {
   type Digest,
   type ImageIndex,
 } from '../oci/index.js';
-import { ArchwayError, isErrnoException, LIMITS, throwIfAborted } from '../util/index.js';
+import { abortError, ArchwayError, isErrnoException, LIMITS, throwIfAborted, verifiedStream } from '../util/index.js';
 import type { CallOptions, ContentTarget } from '../image/index.js';
 import { activeTemps, createFileExclusive, fsyncDir, pathExists, readSmallFile, storageError, tempName, withLock, writeFileAtomic, type LockOptions, type SignalOptions } from './fsutil.js';
 
@@ -135,18 +135,8 @@ export class OciLayout implements ContentTarget {
       throw storageError(`${this.name}: cannot read blob ${desc.digest}`, e);
     }
     const raw = h.createReadStream({ autoClose: true });
-    const v = verifier(desc.digest, desc.size, `${this.name}@${desc.digest}`);
-    raw.on('error', (e) => v.destroy(e));
-    if (opts.signal) {
-      const onAbort = (): void => {
-        raw.destroy();
-        v.destroy(new ArchwayError('INTERRUPTED', `reading ${desc.digest} interrupted`));
-      };
-      opts.signal.addEventListener('abort', onAbort, { once: true });
-      v.on('close', () => opts.signal?.removeEventListener('abort', onAbort));
-    }
-    v.on('close', () => raw.destroy());
-    return raw.pipe(v);
+    // Joined so that a corrupt blob fails the stream its consumer reads (never an uncaught 'error').
+    return verifiedStream(raw, verifier(desc.digest, desc.size, `${this.name}@${desc.digest}`), { signal: opts.signal, what: `${this.name}@${desc.digest}` });
   }
 
   /**
@@ -204,24 +194,21 @@ export class OciLayout implements ContentTarget {
     }
     try {
       const source = Buffer.isBuffer(content) ? Readable.from([content]) : content;
-      const v = verifier(desc.digest, desc.size, what);
-      source.on('error', (e: Error) => v.destroy(e));
-      source.pipe(v);
       const fh = h;
-      const onAbort = (): void => {
-        v.destroy(new ArchwayError('INTERRUPTED', `${what}: write interrupted`));
-      };
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
-      try {
-        for await (const chunk of v) {
-          const buf = chunk as Buffer;
-          let off = 0;
-          while (off < buf.length) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
-        }
-      } finally {
-        opts.signal?.removeEventListener('abort', onAbort);
-        if (!source.destroyed && !Buffer.isBuffer(content)) source.unpipe(v);
-      }
+      // One pipeline from the source through the verifier into the file: a failure of any of them
+      // (a source that failed before this was called, a digest mismatch, a write error, the
+      // signal) rejects here, and the file is never renamed into place.
+      await pipeline(
+        source,
+        verifier(desc.digest, desc.size, what),
+        async (chunks: AsyncIterable<Buffer>) => {
+          for await (const buf of chunks) {
+            let off = 0;
+            while (off < buf.length) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
+          }
+        },
+        ...(opts.signal ? [{ signal: opts.signal }] : []),
+      );
       await h.sync();
       await h.close();
       h = undefined;
@@ -232,7 +219,7 @@ export class OciLayout implements ContentTarget {
       await h?.close().catch(() => undefined);
       await unlink(tmp).catch(() => undefined);
       if (e instanceof ArchwayError) throw e;
-      if (opts.signal?.aborted) throw new ArchwayError('INTERRUPTED', `${what}: write interrupted`, { cause: e });
+      if (opts.signal?.aborted) throw abortError(opts.signal, `${what}: write`);
       throw storageError(`${what}: cannot write blob`, e);
     } finally {
       activeTemps.delete(tmp);

@@ -1,6 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
-import { Transform, type TransformCallback, type Readable } from 'node:stream';
-import { ArchwayError } from './errors.js';
+import { pipeline, Transform, type TransformCallback, type Readable } from 'node:stream';
+import { abortError, ArchwayError } from './errors.js';
 
 /** Counts and hashes bytes as they pass, so a digest is computed while streaming, never after buffering. */
 export class HashingCounter extends Transform {
@@ -94,6 +94,33 @@ export class VerifyingStream extends Transform implements SelfVerifying {
     }
     cb();
   }
+}
+
+/**
+ * `source` read through `check` (a verifier), for a consumer that starts reading later: what
+ * `fetch()` of a file-backed source returns. Joined with pipeline(), not pipe(): a read error
+ * fails `check`, a failure of `check` (a digest mismatch) stops the read, and destroying `check`
+ * (a consumer giving up) closes `source`. A failure that comes before anyone listens (a small blob
+ * read whole and found corrupt while its consumer is still opening a file) stays in
+ * `check.errored`, where the consumer's pipeline() or async iteration finds it, instead of being
+ * thrown as an uncaught 'error' event. Consumers must read it with pipeline() or `for await`,
+ * never with pipe(), which loses such a failure and waits forever.
+ */
+export function verifiedStream<T extends Transform>(source: Readable, check: T, opts: { signal?: AbortSignal | undefined; what?: string } = {}): T {
+  check.on('error', () => undefined);
+  pipeline(source, check, () => undefined);
+  const signal = opts.signal;
+  if (signal) {
+    const onAbort = (): void => {
+      check.destroy(abortError(signal, `reading ${opts.what ?? 'a blob'}`));
+    };
+    if (signal.aborted) onAbort();
+    else {
+      signal.addEventListener('abort', onAbort, { once: true });
+      check.once('close', () => signal.removeEventListener('abort', onAbort));
+    }
+  }
+  return check;
 }
 
 /** Reads a whole stream into memory, refusing more than `limit` bytes. For manifests and configs only. */
