@@ -39,13 +39,17 @@ async function readInputs(opts: BuildOptions): Promise<{ file: string; text: str
   if (!st.isDirectory()) throw new ArchwayError('USAGE', `build context "${opts.context}" is not a directory`);
   const file = opts.dockerfile ? path.resolve(opts.dockerfile) : path.join(context, 'Dockerfile');
   let text: string;
-  try {
-    text = await fs.readFile(file, 'utf8');
-  } catch {
-    throw new ArchwayError('NOT_FOUND', `Dockerfile "${opts.dockerfile ?? path.join(opts.context, 'Dockerfile')}" not found`, { hint: 'give its path with -f' });
+  if (opts.dockerfileText !== undefined) text = opts.dockerfileText;
+  else {
+    try {
+      text = await fs.readFile(file, 'utf8');
+    } catch {
+      throw new ArchwayError('NOT_FOUND', `Dockerfile "${opts.dockerfile ?? path.join(opts.context, 'Dockerfile')}" not found`, { hint: 'give its path with -f, or - to read it from stdin' });
+    }
   }
   let ignoreText = '';
-  for (const candidate of [`${file}.dockerignore`, path.join(context, '.dockerignore')]) {
+  // A Dockerfile from stdin has no ignore file of its own beside it.
+  for (const candidate of [...(opts.dockerfileText === undefined ? [`${file}.dockerignore`] : []), path.join(context, '.dockerignore')]) {
     try {
       ignoreText = await fs.readFile(candidate, 'utf8');
       break;

@@ -17,6 +17,8 @@ export interface BuildOptions {
   context: string;
   /** The Dockerfile path (default CONTEXT/Dockerfile). */
   dockerfile?: string;
+  /** The Dockerfile's text itself (`-f -`), instead of a file; messages call it Dockerfile. */
+  dockerfileText?: string;
   platforms?: Platform[];
   tags?: string[];
   buildArgs?: Record<string, string>;

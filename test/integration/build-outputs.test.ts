@@ -179,6 +179,15 @@ describe('an image that cannot be pulled', () => {
 });
 
 describe('build options as buildx takes them', () => {
+  test('-f - reads the Dockerfile from stdin; its errors name Dockerfile and the line', async () => {
+    const ok = await archway(['build', '-f', '-', '-t', 'from-stdin:1', ctx], { env: home.env, input: 'FROM scratch\nCOPY a.txt /from-stdin.txt\n' });
+    expectCode(ok, 0, 'build from stdin');
+    assert.ok((await storeNames()).includes('docker.io/library/from-stdin:1'));
+    const bad = await archway(['build', '-f', '-', ctx], { env: home.env, input: 'FROM scratch\nCOPPY a.txt /a\n' });
+    expectCode(bad, 2, 'syntax error from stdin');
+    assert.match(bad.stderr, /Dockerfile:2:1: unknown instruction "COPPY"/);
+  });
+
   test('--platform local is the host platform', async () => {
     const r = expectCode(await aw(['build', '--dry-run', '--platform', 'local', ctx]), 0, 'dry run');
     assert.match(r.stdout, /platform linux\/amd64/);

@@ -1,6 +1,6 @@
 import { formatPlatform, hostPlatform, parsePlatformList, type Platform } from '../../oci/index.js';
 import { buildDockerfile, formatPlan, parseSecretSpec, planDockerfile, type BuildOptions, type OutputSpec } from '../../build/index.js';
-import { boolOpt, listOpt, stringOpt, usageError, type Command } from '../command.js';
+import { boolOpt, listOpt, stringOpt, usageError, type Command, type CommandContext } from '../command.js';
 
 function keyValues(items: string[], flag: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -134,7 +134,7 @@ Examples:
   archway build --platform linux/amd64,linux/arm64 -t registry.example.com/app:1 --push .
   archway build --platform linux/arm64 --output type=oci,dest=app.tar .`,
   options: {
-    file: { type: 'string', short: 'f', help: 'FILE:the Dockerfile (default CONTEXT/Dockerfile)' },
+    file: { type: 'string', short: 'f', help: 'FILE:the Dockerfile (default CONTEXT/Dockerfile; - reads it from stdin)' },
     platform: { type: 'string', multiple: true, help: 'PLATFORMS:target platforms, comma-separated; local is this host (the default)' },
     tag: { type: 'string', short: 't', multiple: true, help: 'NAME:name the result (repeatable)' },
     'build-arg': { type: 'string', multiple: true, help: 'KEY=VALUE:set a build argument' },
@@ -187,7 +187,8 @@ Examples:
       progress: ctx.progress,
     };
     const file = stringOpt(ctx, 'file');
-    if (file) opts.dockerfile = file;
+    if (file === '-') opts.dockerfileText = await readDockerfileFromStdin(ctx);
+    else if (file) opts.dockerfile = file;
     const target = stringOpt(ctx, 'target');
     if (target) opts.target = target;
     if (jobsText) opts.jobs = Number(jobsText);
@@ -216,3 +217,16 @@ Examples:
     return 0;
   },
 };
+
+/** `-f -`: the Dockerfile from stdin, as buildx reads it; at most 4 MiB (a Dockerfile, not a context). */
+async function readDockerfileFromStdin(ctx: CommandContext): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.stdin) {
+    const b = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
+    size += b.length;
+    if (size > 4 * 1024 * 1024) throw usageError('-f -: more than 4 MiB on stdin; a Dockerfile is expected', 'build');
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
