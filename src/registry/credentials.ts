@@ -239,10 +239,14 @@ export class DockerConfigCredentials implements CredentialSource {
     return found;
   }
 
-  /** Writes config.json atomically (temp file, fsync, rename) with mode 0600. */
+  /**
+   * Writes config.json atomically (temp file, fsync, rename) with mode 0600. A config.json that is
+   * a symlink (dotfiles kept elsewhere) stays one: the file it points to is replaced, as docker does.
+   */
   private async write(cfg: DockerConfigFile): Promise<void> {
     await fs.mkdir(this.configDir, { recursive: true, mode: 0o700 });
-    const tmp = path.join(this.configDir, `.config.json.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+    const file = await fs.realpath(this.file).catch(() => this.file);
+    const tmp = path.join(path.dirname(file), `.config.json.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
     try {
       const fh = await fs.open(tmp, 'wx', 0o600);
       try {
@@ -251,11 +255,11 @@ export class DockerConfigCredentials implements CredentialSource {
       } finally {
         await fh.close();
       }
-      await fs.rename(tmp, this.file);
-      await fs.chmod(this.file, 0o600);
+      await fs.rename(tmp, file);
+      await fs.chmod(file, 0o600);
     } catch (e) {
       await fs.rm(tmp, { force: true });
-      throw new ArchwayError('STORAGE', `cannot write ${this.file}: ${errorMessage(e)}`);
+      throw new ArchwayError('STORAGE', `cannot write ${file}: ${errorMessage(e)}`);
     }
   }
 }

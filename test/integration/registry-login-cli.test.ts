@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -52,6 +52,22 @@ describe('archway login / logout commands', () => {
     assert.equal(r.error.exitCode, 4);
     for (const text of [r.stdout, r.stderr, r.error.message, r.error.hint ?? '']) assert.ok(!text.includes(wrong));
     assert.equal(existsSync(path.join(configDir, 'config.json')), false);
+  });
+
+  it('a config.json that is a symlink stays one: login writes the file it points to', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'archway-docker-config-link-'));
+    const real = path.join(dir, 'dotfiles');
+    mkdirSync(real);
+    writeFileSync(path.join(real, 'config.json'), '{"auths":{},"psFormat":"table {{.ID}}"}\n', { mode: 0o600 });
+    const linked = path.join(dir, 'docker');
+    mkdirSync(linked);
+    symlinkSync('../dotfiles/config.json', path.join(linked, 'config.json'));
+    const r = await run(loginCommand, [reg.host, '-u', reg.user as string, '--password-stdin'], { ...env, DOCKER_CONFIG: linked }, `${reg.password as string}\n`);
+    assert.equal(r.code, 0, String(r.error));
+    assert.ok(lstatSync(path.join(linked, 'config.json')).isSymbolicLink(), 'the link was replaced by a file');
+    const cfg = JSON.parse(readFileSync(path.join(real, 'config.json'), 'utf8')) as { auths: Record<string, unknown>; psFormat?: string };
+    assert.ok(cfg.auths[reg.host], 'the credentials went to the file the link points to');
+    assert.equal(cfg.psFormat, 'table {{.ID}}', 'other settings are kept');
   });
 
   it('-p warns that it is insecure and logs in; logout removes the entry', async () => {
