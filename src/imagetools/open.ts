@@ -2,7 +2,7 @@ import { ArchwayError } from '../util/index.js';
 import { formatReference, parseLocation, referenceTagOrDigest, repositoryName, type ImageLocation, type Reference } from '../ref/index.js';
 import type { ContentSource, ContentTarget } from '../image/index.js';
 import { Store } from '../store/index.js';
-import { RegistryClient, loadRegistrySettings } from '../registry/index.js';
+import { DockerConfigCredentials, RegistryClient, loadRegistrySettings } from '../registry/index.js';
 import { openFileSource, openFileTarget } from '../archive/index.js';
 import type { ProgressSink } from '../progress/index.js';
 
@@ -57,7 +57,9 @@ async function registryOf(ctx: OpenContext): Promise<RepositoryOpener> {
   if (!p) {
     p = (async () => {
       const settings = await loadRegistrySettings({ ...(ctx.registryConfig ? { file: ctx.registryConfig } : {}), ...(ctx.env ? { env: ctx.env } : {}), ...(ctx.signal ? { signal: ctx.signal } : {}) });
-      return new RegistryClient({ settings, insecureRegistries: ctx.insecureRegistries ?? [], ...(ctx.progress ? { progress: ctx.progress } : {}) });
+      // Credentials from the command's environment (DOCKER_CONFIG), which a caller may set apart from the process's.
+      const credentials = new DockerConfigCredentials(ctx.env ? { env: ctx.env } : {});
+      return new RegistryClient({ settings, credentials, insecureRegistries: ctx.insecureRegistries ?? [], ...(ctx.progress ? { progress: ctx.progress } : {}) });
     })();
     registryCache.set(ctx, p);
   }

@@ -28,7 +28,7 @@ import { mergeScopes, parseChallenge, pullScope, pushScope, retryAfterMs, type C
 import { DockerConfigCredentials, type Credential, type CredentialSource } from './credentials.js';
 import { settingsFor, type HostSettings, type RegistrySettings } from './settings.js';
 import { BlobBody } from './body.js';
-import { NetworkFailure, Transport, discard, parseRegistryErrors, readErrorBody, type HttpResponse } from './transport.js';
+import { NetworkFailure, Transport, discard, formatDuration, parseRegistryErrors, readErrorBody, type HttpResponse } from './transport.js';
 
 export interface RegistryClientOptions {
   /** `[registry."host"]` settings (see loadRegistrySettings). */
@@ -40,10 +40,24 @@ export interface RegistryClientOptions {
   userAgent?: string;
   /** Blob transfers at once (default 4; small blobs go besides them); connections per host are this plus 2. */
   concurrency?: number;
+  /** A connection not made in this long fails (default 30 s). */
   connectTimeoutMs?: number;
+  /**
+   * An answer (its headers) not come this long after a request without a streamed body was sent
+   * fails it (default: settings' responseTimeoutMs, else 30 s). Downloads are not bounded by it
+   * once their body flows; uploads only by idleTimeoutMs.
+   */
+  responseTimeoutMs?: number;
+  /** No byte either way for this long fails a request, a download's body included (default: settings', else 120 s). */
   idleTimeoutMs?: number;
   /** Retries after the first attempt for resets, 5xx and 429 (default 4). */
   retries?: number;
+  /**
+   * Retries when a host lets a request time out (default 1): a host that accepts connections but
+   * does not answer fails in about (timeoutRetries + 1) × responseTimeoutMs, not after every retry
+   * of a flaky network. Counted per host over consecutive timeouts, reset by any answer.
+   */
+  timeoutRetries?: number;
   /** First backoff delay; doubles each retry, with jitter (default 250 ms). */
   retryBaseMs?: number;
   /** A Retry-After longer than this fails instead of waiting (default 60 s). */
@@ -73,7 +87,7 @@ interface HostAuth {
 }
 
 interface RegRequest {
-  /** The registry name (for credentials and messages). */
+  /** The registry name (the image reference's; credentials are the contacted host's, see credentialName). */
   registry: string;
   /** The host to talk to (the registry's API host, or a mirror). */
   host: string;
@@ -88,6 +102,11 @@ interface RegRequest {
   signal?: AbortSignal | undefined;
   /** Whether to retry on resets/5xx/429 (default: unless the body is a stream). */
   retry?: boolean;
+  /**
+   * The answer may take long to come (an upload's last request, when the registry may check the
+   * whole blob): only the idle timeout bounds it, not the client's response timeout.
+   */
+  slowAnswer?: boolean;
 }
 
 function isRetryableStatus(status: number): boolean {
@@ -109,22 +128,29 @@ export class RegistryClient {
    * content-addressed and verified), so that tagging a manifest copied from elsewhere needs no GET.
    */
   private readonly manifestBytes = new Map<string, { raw: Buffer; mediaType: string }>();
+  /** Credentials by the name they are looked up under (credentialName): a registry, or a mirror host. */
   private readonly creds = new Map<string, Promise<Credential | undefined>>();
+  /** Timeouts in a row per host (reset by any answer from it). */
+  private readonly timeouts = new Map<string, number>();
+  readonly timeoutRetries: number;
 
   constructor(readonly options: RegistryClientOptions = {}) {
     const concurrency = Math.max(1, options.concurrency ?? 4);
+    const t = options.settings?.timeouts;
     this.transport = new Transport(
       {
         userAgent: options.userAgent ?? 'archway/0.1',
         maxSockets: concurrency + 2,
-        connectTimeoutMs: options.connectTimeoutMs ?? 30_000,
-        idleTimeoutMs: options.idleTimeoutMs ?? 120_000,
+        connectTimeoutMs: options.connectTimeoutMs ?? t?.connectMs ?? 30_000,
+        responseTimeoutMs: options.responseTimeoutMs ?? t?.responseMs ?? 30_000,
+        idleTimeoutMs: options.idleTimeoutMs ?? t?.idleMs ?? 120_000,
       },
       (host) => this.hostSettings(host),
     );
     this.credentials = options.credentials ?? new DockerConfigCredentials();
     this.progress = options.progress ?? nullProgress;
     this.retries = options.retries ?? 4;
+    this.timeoutRetries = Math.max(0, options.timeoutRetries ?? 1);
     this.retryBaseMs = options.retryBaseMs ?? 250;
     this.maxRetryAfterMs = options.maxRetryAfterMs ?? 60_000;
     this.chunkSize = options.chunkSize;
@@ -200,14 +226,60 @@ export class RegistryClient {
     return a;
   }
 
-  private credential(registry: string, signal?: AbortSignal): Promise<Credential | undefined> {
-    let p = this.creds.get(registry);
+  /**
+   * The name whose credentials may go to `host`: the registry's own when `host` is its API host,
+   * else the host itself (a mirror). A mirror never gets the origin's credentials or tokens, only
+   * those saved for the mirror (as BuildKit looks credentials up by the host it contacts, and
+   * containers/image drops the origin's for a mirror).
+   */
+  credentialName(registry: string, host: string): string {
+    return host === registryApiHost(registry) || host === registry ? registry : host;
+  }
+
+  /** Credentials for what a request to `host` on behalf of `registry` may carry. */
+  private credential(registry: string, host: string, signal?: AbortSignal): Promise<Credential | undefined> {
+    const name = this.credentialName(registry, host);
+    let p = this.creds.get(name);
     if (!p) {
-      p = this.credentials.get(registry, signal ? { signal } : {});
-      this.creds.set(registry, p);
-      p.catch(() => this.creds.delete(registry));
+      p = this.credentials.get(name, signal ? { signal } : {});
+      this.creds.set(name, p);
+      p.catch(() => this.creds.delete(name));
     }
     return p;
+  }
+
+  /**
+   * A request to `host` timed out: true (after a warning) when it may be tried again, false when
+   * the host has had its chances. Consecutive timeouts are counted per host, so a probe, the ping
+   * after it and the request itself share the budget.
+   */
+  private timedOut(host: string, e: NetworkFailure): boolean {
+    if (!e.timeout) return false;
+    const n = (this.timeouts.get(host) ?? 0) + 1;
+    this.timeouts.set(host, n);
+    if (n > this.timeoutRetries) return false;
+    const what = e.timeout.kind === 'connect' ? `could not be reached in ${formatDuration(e.timeout.ms)}` : e.timeout.kind === 'response' ? `did not answer in ${formatDuration(e.timeout.ms)}` : `sent nothing for ${formatDuration(e.timeout.ms)}`;
+    this.progress.emit({ kind: 'message', level: 'warn', text: `${host} ${what}; retrying (${n + 1}/${this.timeoutRetries + 1})` });
+    return true;
+  }
+
+  /** Mirrors that could not be reached (a network error after retries): not asked again by this client. */
+  private readonly downMirrors = new Set<string>();
+
+  /** A mirror failed with a network error: later pulls go straight to the origin, after one warning. */
+  mirrorFailed(mirror: string, origin: string, e: unknown): void {
+    if (!(e instanceof ArchwayError) || e.code !== 'NETWORK' || this.downMirrors.has(mirror)) return;
+    this.downMirrors.add(mirror);
+    this.progress.emit({ kind: 'message', level: 'warn', text: `mirror ${mirror} cannot be reached; pulling from ${origin} instead` });
+  }
+
+  mirrorDown(mirror: string): boolean {
+    return this.downMirrors.has(mirror);
+  }
+
+  /** Any answer from a host ends its run of timeouts. */
+  private answered(host: string): void {
+    if (this.timeouts.size > 0) this.timeouts.delete(host);
   }
 
   private tlsError(host: string, e: NetworkFailure): ArchwayError {
@@ -219,7 +291,17 @@ export class RegistryClient {
 
   private networkError(host: string, what: string, e: NetworkFailure): ArchwayError {
     if (e.tls) return this.tlsError(host, e);
-    return new ArchwayError('NETWORK', `${what}: cannot talk to ${host}: ${e.message}${e.code && !e.message.includes(e.code) ? ` (${e.code})` : ''}`, { details: { host, code: e.code } });
+    const prefix = what === host ? '' : `${what}: `;
+    if (e.timeout) {
+      const tries = Math.min(this.timeouts.get(host) ?? 1, this.timeoutRetries + 1);
+      return new ArchwayError('NETWORK', `${prefix}cannot talk to ${host}: ${e.message}${tries > 1 ? ` (${tries} attempts)` : ''}`, {
+        hint: e.timeout.kind === 'idle'
+          ? `the transfer stalled; set ARCHWAY_REGISTRY_IDLE_TIMEOUT (seconds) to wait longer`
+          : `${host} ${e.timeout.kind === 'connect' ? 'cannot be reached' : 'accepts connections but does not answer'}; check it, or set ARCHWAY_REGISTRY_TIMEOUT (seconds) to wait longer`,
+        details: { host, code: e.code, timeout: e.timeout.kind, timeoutMs: e.timeout.ms },
+      });
+    }
+    return new ArchwayError('NETWORK', `${prefix}cannot talk to ${host}: ${e.message}${e.code && !e.message.includes(e.code) ? ` (${e.code})` : ''}`, { details: { host, code: e.code } });
   }
 
   private backoff(attempt: number): number {
@@ -227,11 +309,14 @@ export class RegistryClient {
     return Math.min(base + Math.random() * base, 30_000);
   }
 
-  /** GET /v2/ without credentials: learns the scheme that works and the auth challenge. */
-  ping(registry: string, host: string, signal?: AbortSignal): Promise<Challenge> {
+  /**
+   * GET /v2/ without credentials: learns the scheme that works and the auth challenge. `what`
+   * (an image reference) names what failed in errors; the registry name when absent.
+   */
+  ping(registry: string, host: string, signal?: AbortSignal, what: string = registry): Promise<Challenge> {
     const a = this.hostAuth(host);
     if (a.challenge) return Promise.resolve(a.challenge);
-    a.ping ??= this.doPing(registry, host, signal).then(
+    a.ping ??= this.doPing(host, what, signal).then(
       (c) => {
         a.challenge = c;
         return c;
@@ -244,7 +329,7 @@ export class RegistryClient {
     return a.ping;
   }
 
-  private async doPing(registry: string, host: string, signal?: AbortSignal): Promise<Challenge> {
+  private async doPing(host: string, what: string, signal?: AbortSignal): Promise<Challenge> {
     const schemes = this.transport.schemes(host);
     let lastError: unknown;
     for (const scheme of schemes) {
@@ -255,13 +340,17 @@ export class RegistryClient {
           res = await this.transport.send({ method: 'GET', url: new URL(`${scheme}://${host}/v2/`), ...(signal ? { signal } : {}) });
         } catch (e) {
           if (!(e instanceof NetworkFailure)) throw e;
-          lastError = e.tls ? this.tlsError(host, e) : this.networkError(host, registry, e);
-          if (!e.tls && attempt < this.retries && e.code !== 'ECONNREFUSED' && e.code !== 'ENOTFOUND') {
+          const again = e.timeout ? this.timedOut(host, e) : !e.tls && attempt < this.retries && e.code !== 'ECONNREFUSED' && e.code !== 'ENOTFOUND';
+          lastError = e.tls ? this.tlsError(host, e) : this.networkError(host, what, e);
+          // A host that lets requests time out would do the same on the other scheme (same port).
+          if (e.timeout && !again) throw lastError;
+          if (again) {
             await sleep(this.backoff(attempt), signal);
             continue;
           }
           break; // next scheme
         }
+        this.answered(host);
         if (isRetryableStatus(res.status) && attempt < this.retries) {
           const wait = this.retryDelay(res, attempt);
           discard(res);
@@ -289,7 +378,7 @@ export class RegistryClient {
         throw new ArchwayError('REGISTRY', `${host} does not answer as a registry: GET /v2/ returned ${res.status}${body ? `: ${redact(body.slice(0, 200))}` : ''}`, { details: { host } });
       }
     }
-    throw lastError instanceof Error ? lastError : new ArchwayError('NETWORK', `cannot reach ${host}`);
+    throw lastError instanceof Error ? lastError : new ArchwayError('NETWORK', `${what}: cannot reach ${host}`);
   }
 
   private retryDelay(res: HttpResponse, attempt: number): number {
@@ -306,20 +395,23 @@ export class RegistryClient {
     const a = this.hostAuth(host);
     const cached = a.tokens.get(key);
     if (!fresh && cached && cached.expiresAt > Date.now()) return cached.token;
-    const cred = await this.credential(registry, signal);
+    // The token is asked for with the credentials of the host that sent the challenge (a mirror's
+    // own, never the origin's), wherever its realm is; it is kept for that host only.
+    const name = this.credentialName(registry, host);
+    const cred = await this.credential(registry, host, signal);
     let realm: URL;
     try {
       realm = new URL(challenge.realm);
     } catch {
-      throw new ArchwayError('AUTH', `${registry}: the registry's token realm "${redact(challenge.realm)}" is not a URL`);
+      throw new ArchwayError('AUTH', `${name}: the registry's token realm "${redact(challenge.realm)}" is not a URL`);
     }
-    if (realm.protocol !== 'https:' && realm.protocol !== 'http:') throw new ArchwayError('AUTH', `${registry}: token realm must be http(s)`);
+    if (realm.protocol !== 'https:' && realm.protocol !== 'http:') throw new ArchwayError('AUTH', `${name}: token realm must be http(s)`);
     // Credentials go to a realm on another host only over TLS (or on this machine).
     const realmHost = realm.hostname;
     const mayCredential = realm.protocol === 'https:' || realm.host === host || realmHost === '127.0.0.1' || realmHost === 'localhost' || realmHost === '[::1]' || realmHost.startsWith('127.');
     const useCred = cred !== undefined && mayCredential ? cred : undefined;
     let res: HttpResponse;
-    const what = `${registry}: token from ${realm.host}`;
+    const what = `${name}: token from ${realm.host}`;
     if (useCred?.identityToken !== undefined) {
       const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: useCred.identityToken, client_id: 'archway', ...(challenge.service ? { service: challenge.service } : {}) });
       if (merged.length > 0) form.set('scope', merged.join(' '));
@@ -335,9 +427,9 @@ export class RegistryClient {
     if (res.status === 401 || res.status === 403) {
       const body = await readErrorBody(res);
       const errs = parseRegistryErrors(body);
-      throw new ArchwayError('AUTH', `${registry}: the token server refused ${useCred ? 'the credentials' : 'anonymous access'}${errs[0]?.message ? `: ${redact(errs[0].message)}` : ''}`, {
-        hint: useCred ? `check the user and password (archway login ${registry})` : `log in first: archway login ${registry}`,
-        details: { registry },
+      throw new ArchwayError('AUTH', `${name}: the token server refused ${useCred ? 'the credentials' : 'anonymous access'}${errs[0]?.message ? `: ${redact(errs[0].message)}` : ''}`, {
+        hint: useCred ? `check the user and password (archway login ${name})` : `log in first: archway login ${name}`,
+        details: { registry: name },
       });
     }
     if (res.status !== 200) throw await this.failure(res, what);
@@ -361,6 +453,7 @@ export class RegistryClient {
       throwIfAborted(signal);
       try {
         const res = await this.transport.send({ method, url, headers, ...(body ? { body } : {}), ...(signal ? { signal } : {}) });
+        this.answered(url.host);
         if (isRetryableStatus(res.status) && attempt < this.retries) {
           const wait = this.retryDelay(res, attempt);
           discard(res);
@@ -370,7 +463,7 @@ export class RegistryClient {
         return res;
       } catch (e) {
         if (!(e instanceof NetworkFailure)) throw e;
-        if (e.tls || attempt >= this.retries) throw this.networkError(url.host, what, e);
+        if (e.timeout ? !this.timedOut(url.host, e) : e.tls || attempt >= this.retries) throw this.networkError(url.host, what, e);
         await sleep(this.backoff(attempt), signal);
       }
     }
@@ -379,7 +472,7 @@ export class RegistryClient {
   private async authorization(req: RegRequest, challenge: Challenge, fresh: boolean): Promise<string | undefined> {
     if (challenge.scheme === 'none') return undefined;
     if (challenge.scheme === 'basic') {
-      const cred = await this.credential(req.registry, req.signal);
+      const cred = await this.credential(req.registry, req.host, req.signal);
       if (!cred || cred.identityToken !== undefined) return undefined;
       return `Basic ${Buffer.from(`${cred.username}:${cred.password}`).toString('base64')}`;
     }
@@ -400,12 +493,12 @@ export class RegistryClient {
     // also gives the clearest errors (TLS, not a registry, refused connections).
     const a = this.auth.get(req.host);
     let probe = replayable && req.url === undefined && (req.method === 'GET' || req.method === 'HEAD') && a?.challenge === undefined && a?.ping === undefined;
-    let challenge: Challenge = probe ? { scheme: 'none' } : await this.ping(req.registry, req.host, req.signal);
+    let challenge: Challenge = probe ? { scheme: 'none' } : await this.ping(req.registry, req.host, req.signal, req.what);
     let scheme = this.transport.schemes(req.host)[0] ?? 'https';
     let url = req.url ?? new URL(`${scheme}://${req.host}${req.path ?? '/v2/'}`);
     const unprobe = async (): Promise<void> => {
       probe = false;
-      challenge = await this.ping(req.registry, req.host, req.signal);
+      challenge = await this.ping(req.registry, req.host, req.signal, req.what);
       scheme = this.transport.schemes(req.host)[0] ?? 'https';
       url = req.url ?? new URL(`${scheme}://${req.host}${req.path ?? '/v2/'}`);
     };
@@ -422,9 +515,16 @@ export class RegistryClient {
       }
       let res: HttpResponse;
       try {
-        res = await this.transport.send({ method, url, headers, ...(req.body !== undefined && redirects === 0 ? { body: req.body } : {}), ...(req.signal ? { signal: req.signal } : {}) });
+        res = await this.transport.send({ method, url, headers, ...(req.body !== undefined && redirects === 0 ? { body: req.body } : {}), ...(req.signal ? { signal: req.signal } : {}), ...(req.slowAnswer ? { responseTimeoutMs: 0 } : {}) });
       } catch (e) {
         if (!(e instanceof NetworkFailure)) throw e;
+        if (e.timeout) {
+          // Timeouts have their own, smaller budget per host (shared with the ping).
+          if (!retry || !replayable || !this.timedOut(url.host, e)) throw this.networkError(url.host, req.what, e);
+          if (probe) await unprobe();
+          else await sleep(this.backoff(attempt++), req.signal);
+          continue;
+        }
         if (probe) {
           await unprobe();
           continue;
@@ -433,6 +533,7 @@ export class RegistryClient {
         await sleep(this.backoff(attempt++), req.signal);
         continue;
       }
+      this.answered(url.host);
       if (probe) {
         // A 404 is a registry's answer when it says it speaks the registry API (the distribution
         // registry and most others do): a tag that is not there yet, as a copy asks first.
@@ -462,8 +563,14 @@ export class RegistryClient {
           challenge = c;
           this.hostAuth(req.host).challenge = c.scheme === 'bearer' ? { ...c, scope: undefined } as Challenge : c;
         }
+        if (challenge.scheme === 'none') {
+          discard(res);
+          throw new ArchwayError('AUTH', `${req.what}: ${req.host} asks for authentication without saying how`);
+        }
+        // Basic with nothing to send for this host (a mirror without saved credentials): asking
+        // again would get the same answer.
+        if (challenge.scheme === 'basic' && (await this.authorization(req, challenge, true)) === undefined) return res;
         discard(res);
-        if (challenge.scheme === 'none') throw new ArchwayError('AUTH', `${req.what}: ${req.host} asks for authentication without saying how`);
         continue;
       }
       if (isRetryableStatus(res.status) && retry && replayable && attempt < this.retries) {
@@ -547,7 +654,7 @@ export class RegistryRepository implements ContentTarget {
   /** Hosts for pulls: mirrors first, then the origin. */
   pullHosts(): string[] {
     const mirrors = this.client.hostSettings(this.registry).mirrors ?? [];
-    return [...mirrors.filter((m) => m !== this.host), this.host];
+    return [...mirrors.filter((m) => m !== this.host && !this.client.mirrorDown(m)), this.host];
   }
 
   private async fromHosts<T>(fn: (host: string) => Promise<T>, signal?: AbortSignal): Promise<T> {
@@ -558,6 +665,7 @@ export class RegistryRepository implements ContentTarget {
         return await fn(host);
       } catch (e) {
         if (signal?.aborted || host === this.host) throw e;
+        this.client.mirrorFailed(host, this.registry, e);
         last = e;
       }
     }
@@ -579,7 +687,7 @@ export class RegistryRepository implements ContentTarget {
    */
   async prepare(opts: { push?: boolean; signal?: AbortSignal } = {}): Promise<void> {
     try {
-      const challenge = await this.client.ping(this.registry, this.host, opts.signal);
+      const challenge = await this.client.ping(this.registry, this.host, opts.signal, this.name);
       if (challenge.scheme === 'bearer') await this.client.token(this.registry, this.host, challenge, opts.push ? this.pushScopes : this.pullScopes, opts.signal);
     } catch {
       // reported by the request that needs it
@@ -872,7 +980,7 @@ export class RegistryRepository implements ContentTarget {
         // One PUT whose body streams from the source, with backpressure: nothing is buffered.
         const url = new URL(location);
         url.searchParams.set('digest', digest);
-        const res = await client.request({ registry: this.registry, host: this.host, method: 'PUT', url, headers: { 'content-type': 'application/octet-stream', 'content-length': String(desc.size) }, body: source, scopes: this.pushScopes, what, signal, retry: false });
+        const res = await client.request({ registry: this.registry, host: this.host, method: 'PUT', url, headers: { 'content-type': 'application/octet-stream', 'content-length': String(desc.size) }, body: source, scopes: this.pushScopes, what, signal, retry: false, slowAnswer: true });
         if (streamError !== undefined) {
           discard(res);
           throw streamError;
@@ -912,7 +1020,7 @@ export class RegistryRepository implements ContentTarget {
       await reader.end();
       const url = new URL(location);
       url.searchParams.set('digest', digest);
-      const res = await client.request({ registry: this.registry, host: this.host, method: 'PUT', url, headers: { 'content-length': '0' }, scopes: this.pushScopes, what, signal, retry: false });
+      const res = await client.request({ registry: this.registry, host: this.host, method: 'PUT', url, headers: { 'content-length': '0' }, scopes: this.pushScopes, what, signal, retry: false, slowAnswer: true });
       if (res.status !== 201) throw await client.failure(res, what);
       discard(res);
     } catch (e) {

@@ -11,6 +11,6 @@ export {
   type CredentialSource,
   type DockerConfigOptions,
 } from './credentials.js';
-export { loadRegistrySettings, parseRegistrySettings, settingsFor, endpointFor, defaultConfigPath, type HostSettings, type RegistrySettings, type Endpoint } from './settings.js';
+export { loadRegistrySettings, parseRegistrySettings, settingsFor, endpointFor, defaultConfigPath, timeoutsFromEnv, type HostSettings, type RegistrySettings, type Endpoint, type LoadRegistrySettingsOptions } from './settings.js';
 export { parseChallenge, mergeScopes, retryAfterMs, pullScope, pushScope, type Challenge } from './auth.js';
 export { login, logout, normalizeRegistryName, type LoginOptions, type LoginResult } from './login.js';

@@ -8,12 +8,15 @@ import {
   DockerConfigCredentials,
   configKeyFor,
   endpointFor,
+  loadRegistrySettings,
   mergeScopes,
+  RegistryClient,
   normalizeRegistryName,
   parseChallenge,
   parseRegistrySettings,
   retryAfterMs,
   settingsFor,
+  timeoutsFromEnv,
 } from './index.js';
 
 describe('WWW-Authenticate', () => {
@@ -73,6 +76,64 @@ describe('registry settings', () => {
     assert.deepEqual(endpointFor('localhost:5000', { insecure: true }).schemes, ['http', 'https']);
     assert.equal(settingsFor({ hosts: {} }, 'reg.example.com', ['reg.example.com']).insecure, true);
     assert.deepEqual(settingsFor({ hosts: { 'docker.io': { mirrors: ['m.example.com'] } } }, 'registry-1.docker.io').mirrors, ['m.example.com']);
+  });
+});
+
+describe('loading the registry config file', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'archway-settings-unit-'));
+  const missing = path.join(dir, 'nonexistent.toml');
+  const quiet = { PATH: process.env['PATH'] ?? '', XDG_CONFIG_HOME: path.join(dir, 'xdg') };
+
+  it('a file the user named (--registry-config) must exist: NOT_FOUND, exit 2, naming the file', async () => {
+    await assert.rejects(loadRegistrySettings({ file: missing, env: quiet }), (e: unknown) => {
+      assert.ok(e instanceof ArchwayError, String(e));
+      assert.equal(e.code, 'NOT_FOUND');
+      assert.equal(e.exitCode, 2);
+      assert.ok(e.message.includes(missing), e.message);
+      return true;
+    });
+    // Under a path that is not a directory, likewise.
+    const file = path.join(dir, 'plain-file');
+    writeFileSync(file, '');
+    await assert.rejects(loadRegistrySettings({ file: path.join(file, 'config.toml'), env: quiet }), (e: unknown) => e instanceof ArchwayError && e.code === 'NOT_FOUND');
+  });
+  it('the default path and $ARCHWAY_CONFIG may be missing: no settings', async () => {
+    assert.deepEqual(await loadRegistrySettings({ env: quiet }), { hosts: {} });
+    assert.deepEqual(await loadRegistrySettings({ env: { ...quiet, ARCHWAY_CONFIG: missing } }), { hosts: {} });
+    assert.deepEqual(await loadRegistrySettings({ file: missing, required: false, env: quiet }), { hosts: {} });
+  });
+  it('reads a named file that exists', async () => {
+    const file = path.join(dir, 'named.toml');
+    writeFileSync(file, '[registry."127.0.0.1:5000"]\nmirrors = ["127.0.0.1:5001"]\n');
+    assert.deepEqual((await loadRegistrySettings({ file, env: quiet })).hosts['127.0.0.1:5000'], { mirrors: ['127.0.0.1:5001'] });
+  });
+  it('timeouts from ARCHWAY_REGISTRY_TIMEOUT and ARCHWAY_REGISTRY_IDLE_TIMEOUT (seconds); a bad value is a usage error naming the variable', async () => {
+    assert.equal(timeoutsFromEnv({}), undefined);
+    assert.deepEqual(timeoutsFromEnv({ ARCHWAY_REGISTRY_TIMEOUT: '0.25' }), { connectMs: 250, responseMs: 250 });
+    assert.deepEqual(timeoutsFromEnv({ ARCHWAY_REGISTRY_IDLE_TIMEOUT: '600' }), { idleMs: 600_000 });
+    assert.deepEqual((await loadRegistrySettings({ env: { ...quiet, ARCHWAY_REGISTRY_TIMEOUT: '5' } })).timeouts, { connectMs: 5000, responseMs: 5000 });
+    for (const bad of ['0', '-1', 'soon']) {
+      assert.throws(() => timeoutsFromEnv({ ARCHWAY_REGISTRY_TIMEOUT: bad }), (e: unknown) => e instanceof ArchwayError && e.exitCode === 2 && e.message.includes('ARCHWAY_REGISTRY_TIMEOUT') && e.message.includes(bad));
+    }
+  });
+  it('the client takes the timeouts of its settings; its own options win', () => {
+    const c = new RegistryClient({ settings: { hosts: {}, timeouts: { responseMs: 1500, idleMs: 9000 } } });
+    assert.equal(c.transport.options.responseTimeoutMs, 1500);
+    assert.equal(c.transport.options.idleTimeoutMs, 9000);
+    assert.equal(c.transport.options.connectTimeoutMs, 30_000);
+    const d = new RegistryClient({ settings: { hosts: {}, timeouts: { responseMs: 1500 } }, responseTimeoutMs: 200 });
+    assert.equal(d.transport.options.responseTimeoutMs, 200);
+    assert.equal(d.transport.options.idleTimeoutMs, 120_000);
+  });
+});
+
+describe('credentials follow the host contacted', () => {
+  it('the origin\'s API host uses the registry\'s credentials; a mirror host its own', () => {
+    const c = new RegistryClient();
+    assert.equal(c.credentialName('docker.io', 'registry-1.docker.io'), 'docker.io');
+    assert.equal(c.credentialName('127.0.0.1:5000', '127.0.0.1:5000'), '127.0.0.1:5000');
+    assert.equal(c.credentialName('127.0.0.1:5000', '127.0.0.1:5001'), '127.0.0.1:5001');
+    assert.equal(c.credentialName('docker.io', 'mirror.gcr.io'), 'mirror.gcr.io');
   });
 });
 

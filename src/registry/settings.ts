@@ -7,8 +7,13 @@
  *   ca = ["/etc/certs/ca.pem"]
  *   mirrors = ["mirror.example.com"]
  *
- * Read from $ARCHWAY_CONFIG or ~/.config/archway/config.toml; `--insecure-registry HOST` adds
- * `insecure` for a host.
+ * Read from the file named by `--registry-config` (which must exist), else $ARCHWAY_CONFIG or
+ * ~/.config/archway/config.toml (either may be missing: no settings); `--insecure-registry HOST`
+ * adds `insecure` for a host.
+ *
+ * Timeouts come from the environment: ARCHWAY_REGISTRY_TIMEOUT (seconds to connect, and for an
+ * answer to a small request: ping, manifest, token; default 30) and ARCHWAY_REGISTRY_IDLE_TIMEOUT
+ * (seconds without a byte during a transfer; default 120).
  */
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -30,6 +35,24 @@ export interface HostSettings {
 
 export interface RegistrySettings {
   hosts: Record<string, HostSettings>;
+  /** From ARCHWAY_REGISTRY_TIMEOUT / ARCHWAY_REGISTRY_IDLE_TIMEOUT; the client's defaults when absent. */
+  timeouts?: { connectMs?: number; responseMs?: number; idleMs?: number };
+}
+
+function secondsVar(env: NodeJS.ProcessEnv, name: string): number | undefined {
+  const v = env[name];
+  if (v === undefined || v.trim() === '') return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new ArchwayError('USAGE', `${name} must be a number of seconds greater than 0, not "${v}"`);
+  return Math.max(1, Math.round(n * 1000));
+}
+
+/** Timeouts set in the environment (see the file's comment). */
+export function timeoutsFromEnv(env: NodeJS.ProcessEnv = process.env): RegistrySettings['timeouts'] {
+  const response = secondsVar(env, 'ARCHWAY_REGISTRY_TIMEOUT');
+  const idle = secondsVar(env, 'ARCHWAY_REGISTRY_IDLE_TIMEOUT');
+  if (response === undefined && idle === undefined) return undefined;
+  return { ...(response !== undefined ? { connectMs: response, responseMs: response } : {}), ...(idle !== undefined ? { idleMs: idle } : {}) };
 }
 
 export function defaultConfigPath(env: NodeJS.ProcessEnv = process.env): string {
@@ -85,19 +108,38 @@ export function parseRegistrySettings(text: string, file: string): RegistrySetti
   return { hosts };
 }
 
-/** Reads the config file; a missing file means no settings. */
-export async function loadRegistrySettings(opts: { file?: string; env?: NodeJS.ProcessEnv; signal?: AbortSignal } = {}): Promise<RegistrySettings> {
+export interface LoadRegistrySettingsOptions {
+  /** A file the user named (`--registry-config`); default: $ARCHWAY_CONFIG, else ~/.config/archway/config.toml. */
+  file?: string;
+  /**
+   * Whether a missing file is an error (NOT_FOUND, exit 2). Default: true when `file` is given (a
+   * file the user named must exist: a typo must not silently drop every setting), false for the
+   * default path and $ARCHWAY_CONFIG, which may be missing (as Docker treats $DOCKER_CONFIG, and
+   * as the [sandbox] settings read from the same file do).
+   */
+  required?: boolean;
+  env?: NodeJS.ProcessEnv;
+  signal?: AbortSignal;
+}
+
+/** Reads the config file (see LoadRegistrySettingsOptions for a missing one) and the timeouts of the environment. */
+export async function loadRegistrySettings(opts: LoadRegistrySettingsOptions = {}): Promise<RegistrySettings> {
   const file = opts.file ?? defaultConfigPath(opts.env);
+  const required = opts.required ?? opts.file !== undefined;
+  const timeouts = timeoutsFromEnv(opts.env ?? process.env);
+  const withTimeouts = (s: RegistrySettings): RegistrySettings => (timeouts ? { ...s, timeouts } : s);
   let text: string;
   try {
     // A small file read at the start of every registry command: a blocking read, as the first
     // asynchronous one would start libuv's thread pool for it alone.
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    if (isErrnoException(e, 'ENOENT')) return { hosts: {} };
+    const missing = isErrnoException(e, 'ENOENT') || isErrnoException(e, 'ENOTDIR');
+    if (missing && !required) return withTimeouts({ hosts: {} });
+    if (missing) throw new ArchwayError('NOT_FOUND', `registry config file ${file} does not exist`, { hint: 'check the path given to --registry-config', details: { file } });
     throw new ArchwayError('STORAGE', `cannot read ${file}: ${errorMessage(e)}`);
   }
-  return parseRegistrySettings(text, file);
+  return withTimeouts(parseRegistrySettings(text, file));
 }
 
 /** Settings for a registry name or API host (`docker.io` and `registry-1.docker.io` share an entry). */

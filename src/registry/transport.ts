@@ -71,16 +71,31 @@ export interface SendOptions {
   headers?: Record<string, string>;
   body?: Buffer | Readable;
   signal?: AbortSignal;
+  /** Overrides the transport's responseTimeoutMs for this request; 0: only the idle timeout. */
+  responseTimeoutMs?: number;
 }
 
 export interface TransportOptions {
   userAgent: string;
   /** Sockets per host. */
   maxSockets: number;
+  /** A connection not established in this long fails the request. */
   connectTimeoutMs: number;
-  /** No byte in either direction for this long fails the request. */
+  /**
+   * A request without a streamed body (a ping, a manifest, a HEAD, a token, the first answer of a
+   * blob download) whose answer's headers have not come this long after it was sent fails: a host
+   * that accepts connections but never answers is noticed in seconds, not minutes.
+   */
+  responseTimeoutMs: number;
+  /**
+   * No byte in either direction for this long fails the request: what bounds a streamed upload,
+   * and a body that stops flowing (a large blob is never bounded by a total time).
+   */
   idleTimeoutMs: number;
 }
+
+/** What ran out, when a NetworkFailure is a timeout. */
+export type TimeoutKind = 'connect' | 'response' | 'idle';
 
 /** A network-level failure (before or during the response), retryable by the caller. */
 export class NetworkFailure extends Error {
@@ -88,9 +103,28 @@ export class NetworkFailure extends Error {
     message: string,
     readonly code: string | undefined,
     readonly tls: boolean,
+    /** Set when one of the transport's timeouts ended the request. */
+    readonly timeout?: { kind: TimeoutKind; ms: number },
   ) {
     super(message);
     this.name = 'NetworkFailure';
+  }
+}
+
+/** "30 s", "200 ms": a duration as messages show it. */
+export function formatDuration(ms: number): string {
+  return ms >= 1000 && ms % 1000 === 0 ? `${ms / 1000} s` : ms >= 10_000 ? `${Math.round(ms / 1000)} s` : `${ms} ms`;
+}
+
+/** The timeout error a request is destroyed with; `timeout` tells NetworkFailure which one. */
+class TimeoutError extends Error {
+  readonly code = 'ETIMEDOUT';
+  constructor(
+    readonly kind: TimeoutKind,
+    readonly ms: number,
+  ) {
+    super(kind === 'connect' ? `no connection after ${formatDuration(ms)}` : kind === 'response' ? `no answer in ${formatDuration(ms)}` : `no data for ${formatDuration(ms)}`);
+    this.name = 'TimeoutError';
   }
 }
 
@@ -193,10 +227,21 @@ export class Transport {
     } catch (e) {
       return Promise.reject(e);
     }
+    const { connectTimeoutMs, responseTimeoutMs, idleTimeoutMs } = this.options;
+    // A streamed body (an upload) may take long to send and the registry long to check it: only
+    // the idle timeout bounds it. Everything else must be answered in responseTimeoutMs.
+    const answerTimeoutMs = opts.responseTimeoutMs ?? (opts.body === undefined || Buffer.isBuffer(opts.body) ? responseTimeoutMs : 0);
     return new Promise<HttpResponse>((resolve, reject) => {
       let settled = false;
-      const req = mod.request(url, { method: opts.method, headers, agent, timeout: this.options.connectTimeoutMs });
+      let connectTimer: NodeJS.Timeout | undefined;
+      let answerTimer: NodeJS.Timeout | undefined;
+      const stopTimers = (): void => {
+        clearTimeout(connectTimer);
+        clearTimeout(answerTimer);
+      };
+      const req = mod.request(url, { method: opts.method, headers, agent });
       const onAbort = (): void => {
+        stopTimers();
         req.destroy();
         if (!settled) {
           settled = true;
@@ -205,10 +250,24 @@ export class Transport {
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       const cleanup = (): void => signal?.removeEventListener('abort', onAbort);
-      req.setTimeout(this.options.idleTimeoutMs, () => {
-        req.destroy(Object.assign(new Error(`no answer for ${Math.round(this.options.idleTimeoutMs / 1000)}s`), { code: 'ETIMEDOUT' }));
+      req.setTimeout(idleTimeoutMs, () => {
+        req.destroy(new TimeoutError('idle', idleTimeoutMs));
       });
+      // The connect clock starts when the request has a new socket (waiting in the agent's queue
+      // behind other transfers to the same host is not the host's silence); the answer's when the
+      // whole request has been sent (a slow link sending a manifest is not the host's silence either).
+      req.on('socket', (socket) => {
+        if (settled || connectTimeoutMs <= 0 || !socket.connecting) return;
+        connectTimer = setTimeout(() => req.destroy(new TimeoutError('connect', connectTimeoutMs)), connectTimeoutMs);
+        socket.once(url.protocol === 'https:' ? 'secureConnect' : 'connect', () => clearTimeout(connectTimer));
+      });
+      req.on('finish', () => {
+        if (settled || answerTimeoutMs <= 0) return;
+        answerTimer = setTimeout(() => req.destroy(new TimeoutError('response', answerTimeoutMs)), answerTimeoutMs);
+      });
+      req.on('close', stopTimers);
       req.on('error', (e: NodeJS.ErrnoException) => {
+        stopTimers();
         cleanup();
         if (settled) return;
         settled = true;
@@ -217,10 +276,15 @@ export class Transport {
           return;
         }
         const code = e.code;
+        if (e instanceof TimeoutError) {
+          reject(new NetworkFailure(e.message, code, false, { kind: e.kind, ms: e.ms }));
+          return;
+        }
         const tls = url.protocol === 'https:' && (TLS_CODES.test(code ?? '') || /ssl|tls|certificate|wrong version number/i.test(e.message));
         reject(new NetworkFailure(redact(e.message), code, tls));
       });
       req.on('response', (res) => {
+        stopTimers();
         if (settled) {
           res.destroy();
           return;
