@@ -7,8 +7,10 @@ export type OptionSpec = {
   short?: string;
   multiple?: boolean;
   default?: string | boolean | string[];
-  /** One line for `archway COMMAND --help`; the value's name after a colon: 'ARCH:platforms to build'. */
+  /** One line for `archway COMMAND --help`; the value's name before a colon: 'ARCH:platforms to build'. */
   help: string;
+  /** The value's name when it holds a colon itself (HOST:CONTAINER); `help` is then all text. */
+  value?: string;
 };
 
 export interface CommandContext {
@@ -77,6 +79,11 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
 };
 
 /** Parses argv for one command; unknown flags are usage errors that name the flag. */
+/** Whether a usage line names operands (IMAGE, SRC...), not only options and their values. */
+function takesOperands(usage: string): boolean {
+  return /\b[A-Z]{2,}\b/.test(usage.replace(/\[OPTIONS\]/g, '').replace(/--[a-z-]+( [A-Z]+)?/g, ''));
+}
+
 export function parseCommandArgs(cmd: Command, argv: string[], path: string): { values: CommandContext['values']; positionals: string[] } {
   const options: ParseArgsConfig['options'] = {};
   for (const [name, spec] of Object.entries({ ...GLOBAL_OPTIONS, ...cmd.options })) {
@@ -114,6 +121,7 @@ export function parseCommandArgs(cmd: Command, argv: string[], path: string): { 
     for (const [name, spec] of Object.entries(cmd.options)) {
       if (values[name] === undefined && spec.default !== undefined) values[name] = spec.default;
     }
+    if (parsed.positionals.length > 0 && !takesOperands(cmd.usage)) throw new Error(`takes no arguments, got "${parsed.positionals[0] as string}"`);
     return { values, positionals: [...parsed.positionals, ...rest] };
   } catch (e) {
     const msg = (e as Error).message.replace(/\. To specify a positional argument.*$/, '');
@@ -133,9 +141,10 @@ export function formatHelp(cmd: Command, path: string): string {
   if (opts.length > 0) {
     lines.push('', 'Options:');
     const rows = opts.map(([name, spec]) => {
-      const [valueName, text] = spec.help.includes(':') && spec.type === 'string' ? (spec.help.split(/:(.*)/s) as [string, string]) : ['', spec.help];
+      const [valueName, text] = spec.value !== undefined ? [spec.value, spec.help] : spec.help.includes(':') && spec.type === 'string' ? (spec.help.split(/:(.*)/s) as [string, string]) : ['', spec.help];
       const flag = `${spec.short ? `-${spec.short}, ` : '    '}--${name}${spec.type === 'string' ? ` ${valueName || 'VALUE'}` : ''}`;
-      return [flag, text + (spec.multiple ? ' (repeatable)' : '')] as const;
+      const shownDefault = typeof spec.default === 'string' && spec.default !== '' && !/default/.test(text) ? ` (default ${spec.default})` : '';
+      return [flag, text + shownDefault + (spec.multiple ? ' (repeatable)' : '')] as const;
     });
     const w = Math.max(...rows.map((r) => r[0].length));
     for (const [flag, text] of rows) lines.push(`  ${flag.padEnd(w)}  ${text}`);

@@ -1,4 +1,5 @@
 import { ArchwayError } from '../util/index.js';
+import { familiarName, parseLocation, type ImageLocation } from '../ref/index.js';
 import {
   attestationSubject,
   formatPlatform,
@@ -203,10 +204,28 @@ function json(v: unknown): string {
   return JSON.stringify(v);
 }
 
+/** What a child manifest's name starts with: the name inspected without its tag or digest (`store:app`, `oci:DIR`). */
+function manifestNameBase(name: string): string {
+  let loc: ImageLocation;
+  try {
+    loc = parseLocation(name);
+  } catch {
+    return name;
+  }
+  switch (loc.transport) {
+    case 'registry':
+      return name.replace(/@sha(256|512):[0-9a-f]+$/, '').replace(/:[^:/@]+$/, '');
+    case 'store':
+      return `store:${familiarName({ registry: loc.ref.registry, repository: loc.ref.repository })}`;
+    default:
+      return `${loc.transport}:${loc.path}`;
+  }
+}
+
 /** Text in the manner of `docker buildx imagetools inspect`. */
 export function formatInspectText(r: InspectResult, opts: { platformOnly?: boolean } = {}): string {
   const lines: string[] = [];
-  const base = r.name.replace(/@sha(256|512):[0-9a-f]+$/, '').replace(/:[^:/@]+$/, (m) => (m.includes('/') ? m : ''));
+  const base = manifestNameBase(r.name);
   if (!opts.platformOnly) {
     lines.push(`Name:      ${r.name}`, `MediaType: ${r.mediaType}`, `Digest:    ${r.digest}`);
     if (r.annotations) {

@@ -59,6 +59,18 @@ test('inspect: platforms with attestations under their subject; --platform shows
   await assert.rejects(inspect(t, 'single', { platform: parsePlatform('linux/amd64') }), /single-platform image for linux\/arm64/);
 });
 
+test("inspect names each manifest after the location inspected, without its tag", async () => {
+  const t = new MemoryTarget('reg/app');
+  await pushBuildxIndex(t, ['linux/amd64'], 'v1');
+  const r = await inspect(t, 'v1');
+  const names = (name: string): string[] => [...formatInspectText({ ...r, name }).matchAll(/^ {2}Name: +(\S+)@sha256:/gm)].map((m) => m[1] as string);
+  assert.deepEqual(names('store:hello'), ['store:hello']);
+  assert.deepEqual(names('store:team/app:1'), ['store:team/app']);
+  assert.deepEqual(names('oci:./out:v1'), ['oci:./out']);
+  assert.deepEqual(names('localhost:5000/app:1'), ['localhost:5000/app']);
+  assert.deepEqual(names('docker.io/library/alpine:3.19'), ['docker.io/library/alpine']);
+});
+
 test('inspect shows the whole run configuration an image sets: ports, volumes, stop signal, shell, healthcheck, triggers', async () => {
   const t = new MemoryTarget('reg/app');
   await pushImage(t, 'linux/amd64', {

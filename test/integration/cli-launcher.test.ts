@@ -147,3 +147,15 @@ test('a --progress mode archway does not know is refused, naming the ones it doe
   assert.equal(r.code, 2, r.stderr);
   assert.match(r.stderr, /--progress must be auto, tty, plain or json, not "bogus"/);
 });
+
+test('a command that takes no operands refuses one; help shows defaults and values with colons whole', async () => {
+  const extra = await archway(['images', 'extra']);
+  assert.equal(extra.code, 2);
+  assert.match(extra.stderr, /archway images: takes no arguments, got "extra"/);
+  const copyHelp = await archway(['copy', '--help']);
+  assert.match(copyHelp.stdout, /--multi-arch WHAT +all .* \(default all\)/);
+  const runHelp = await archway(['run', '--help']);
+  assert.match(runHelp.stdout, /-v, --volume HOST:CONTAINER\[:ro\] +bind-mount a host path \(repeatable\)/);
+  const buildHelp = await archway(['build', '--help']);
+  assert.doesNotMatch(buildHelp.stdout, /\(repeatable\) \(repeatable\)/);
+});

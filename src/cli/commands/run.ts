@@ -31,7 +31,7 @@ Examples:
     workdir: { type: 'string', short: 'w', help: 'DIR:working directory inside the container' },
     user: { type: 'string', short: 'u', help: 'USER:user[:group], names or numbers' },
     network: { type: 'string', default: 'host', help: 'MODE:none or host' },
-    volume: { type: 'string', short: 'v', multiple: true, help: 'HOST:CONTAINER[:ro]:bind-mount a host path' },
+    volume: { type: 'string', short: 'v', multiple: true, value: 'HOST:CONTAINER[:ro]', help: 'bind-mount a host path' },
     interactive: { type: 'boolean', short: 'i', help: 'keep standard input open' },
     tty: { type: 'boolean', short: 't', help: 'use the terminal as it is (no separate pseudo-terminal is allocated)' },
     entrypoint: { type: 'string', help: 'CMD:override the image entrypoint' },
