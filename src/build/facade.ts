@@ -4,6 +4,7 @@ import { availableParallelism } from 'node:os';
 import { ArchwayError, errorMessage, isArchwayError, Limiter } from '../util/index.js';
 import {
   Annotation,
+  bestMatch,
   formatPlatform,
   hostPlatform,
   platformEquals,
@@ -13,7 +14,18 @@ import {
 } from '../oci/index.js';
 import { parseLocation, parseReference, withDefaultTag, formatReference } from '../ref/index.js';
 import { nullProgress } from '../progress/index.js';
-import { buildImage, buildIndex, resolveImageForPlatform, type ContentSource, type LoadedImage } from '../image/index.js';
+import {
+  buildImage,
+  buildIndex,
+  isIndex,
+  loadImage,
+  platformManifests,
+  readManifestOrIndex,
+  resolveImageForPlatform,
+  type ContentSource,
+  type LoadedImage,
+  type ManifestFormat,
+} from '../image/index.js';
 import { Store } from '../store/index.js';
 import { copyImage, openSource, type OpenContext } from '../imagetools/index.js';
 import { formatPlan, type BuildPlan, type StageNode } from '../graph/index.js';
@@ -98,7 +110,7 @@ type BaseOpener = (ref: string, platform: Platform) => Promise<{ source: Content
 
 function makeBaseOpener(store: Store, opts: BuildOptions, openContext: OpenContext): BaseOpener {
   const memo = new Map<string, Promise<{ source: ContentSource; image: LoadedImage }>>();
-  const pulls = new Map<string, Promise<void>>();
+  const pulls = new Map<string, Promise<{ source: ContentSource; root: Descriptor }>>();
   const signalOpt = opts.signal ? { signal: opts.signal } : {};
   return (ref, platform) => {
     const key = `${ref}\0${formatPlatform(platform)}`;
@@ -123,20 +135,37 @@ function makeBaseOpener(store: Store, opts: BuildOptions, openContext: OpenConte
           }
         }
         // Not here: pull what the build needs into the store (the image index for these platforms).
+        // One pull per name, of the platforms the build may want that the source has: a platform
+        // the base lacks fails only the callers that need it (an optional one is then left out).
         let pull = pulls.get(name);
         if (!pull) {
           pull = (async () => {
             const src = await openSource(parseLocation(name, 'registry'), openContext);
             const rootDesc = await src.content.resolve(src.reference, signalOpt);
-            await resolveImageForPlatform(src.content, rootDesc, platform, { ...signalOpt, strict: true, what: ref });
-            await copyImage(src.content, src.reference, store, [name], { ...signalOpt, platforms: opts.platforms && opts.platforms.length > 0 ? [...opts.platforms, platform] : [platform], progress: opts.progress ?? nullProgress });
+            const wanted = [...(opts.platforms ?? []), platform];
+            const parsed = await readManifestOrIndex(src.content, rootDesc, signalOpt);
+            let available = wanted;
+            if (isIndex(parsed)) {
+              const candidates = platformManifests(parsed.value);
+              available = wanted.filter((p) => candidates.some((d) => d.platform && platformEquals(d.platform, p)) || bestMatch(candidates, p) !== undefined);
+            } else {
+              const img = await loadImage(src.content, { ...rootDesc, mediaType: parsed.mediaType }, signalOpt);
+              available = wanted.filter((p) => platformEquals(img.platform, p) || bestMatch([{ platform: img.platform }], p) !== undefined);
+            }
+            if (available.length > 0) {
+              await copyImage(src.content, src.reference, store, [name], { ...signalOpt, platforms: available, progress: opts.progress ?? nullProgress });
+            }
+            return { source: src.content, root: rootDesc };
           })();
           pulls.set(name, pull);
         }
+        let pulledFrom: { source: ContentSource; root: Descriptor };
         try {
-          await pull;
+          pulledFrom = await pull;
+          // This caller's platform, asked of the source: its error lists what the registry has.
+          await resolveImageForPlatform(pulledFrom.source, pulledFrom.root, platform, { ...signalOpt, strict: true, what: ref });
         } catch (e) {
-          if (localMiss && !opts.signal?.aborted) {
+          if (localMiss && !opts.signal?.aborted && !isArchwayError(e, 'PLATFORM')) {
             throw new ArchwayError('PLATFORM', `${localMiss.message} (in the local store; its registry could not be asked: ${errorMessage(e).split('\n')[0]})`, { details: localMiss.details });
           }
           // The registry's error names a host, not the image: say which image, keeping the code (exit status).
@@ -159,17 +188,35 @@ function targetPlatformsOf(stage: StageNode): Platform {
   return stage.targetPlatforms.length === 1 ? (stage.targetPlatforms[0] as Platform) : stage.platform;
 }
 
+/** A problem found before the build, and the target platforms whose build it stops. */
+interface PreflightProblem {
+  kind: 'base' | 'emulation';
+  /** For the error: what is wrong. */
+  message: string;
+  /** For an optional platform's warning: why it is left out. */
+  reason: string;
+  targets: Platform[];
+  /** For an emulation problem: the architecture to register (`archway binfmt --install ARCH`). */
+  arch?: string;
+}
+
+function addTargets(into: Platform[], more: readonly Platform[]): void {
+  for (const p of more) if (!into.some((q) => platformEquals(p, q))) into.push(p);
+}
+
 /**
  * Checks before any work what would otherwise fail deep inside a build: every base image has every
- * platform it is needed for, and every platform with RUN steps can run here.
+ * platform it is needed for, and every platform with RUN steps can run here. A problem that stops
+ * only optional target platforms leaves them out (returned: platform → why); one that stops a
+ * required platform (or every platform) fails the build.
  */
-async function preflight(plan: BuildPlan, openBase: BaseOpener, dockerfileName: string, signal?: AbortSignal): Promise<void> {
+async function preflight(plan: BuildPlan, openBase: BaseOpener, dockerfileName: string, optional: readonly Platform[], signal?: AbortSignal): Promise<Map<string, { platform: Platform; reason: string }>> {
   // Every base is opened at once (a warm build spends most of its time here otherwise), and the
   // emulators are read meanwhile; problems are reported in the Dockerfile's order.
   const runnable = checkRunnable(plan);
   runnable.catch(() => undefined);
-  const seen = new Set<string>();
-  const opens: Array<Promise<string | undefined>> = [];
+  const seen = new Map<string, Platform[]>();
+  const opens: Array<Promise<PreflightProblem | undefined>> = [];
   for (const stage of plan.stages) {
     const refs: Array<{ ref: string; platform: Platform; line: number; instruction: string }> = [];
     if (stage.base.kind === 'image') refs.push({ ref: stage.base.ref, platform: stage.base.platform, line: stage.line, instruction: `FROM ${stage.base.ref}` });
@@ -180,13 +227,23 @@ async function preflight(plan: BuildPlan, openBase: BaseOpener, dockerfileName: 
     }
     for (const r of refs) {
       const k = `${r.ref} ${formatPlatform(r.platform)}`;
-      if (seen.has(k)) continue;
-      seen.add(k);
+      // The same image for the same platform is opened once; what it stops is every stage using it.
+      const known = seen.get(k);
+      if (known) {
+        addTargets(known, stage.targetPlatforms);
+        continue;
+      }
+      const targets: Platform[] = [];
+      addTargets(targets, stage.targetPlatforms);
+      seen.set(k, targets);
       opens.push(
         openBase(r.ref, r.platform).then(
           () => undefined,
           (e: unknown) => {
-            if (!signal?.aborted && isArchwayError(e, 'PLATFORM')) return `base image ${e.message} (Dockerfile line ${stage.line})`;
+            if (!signal?.aborted && isArchwayError(e, 'PLATFORM')) {
+              const message = `base image ${e.message} (Dockerfile line ${r.line})`;
+              return { kind: 'base' as const, message, reason: `the ${message}`, targets };
+            }
             if (!signal?.aborted && isArchwayError(e) && e.code !== 'INTERRUPTED') {
               throw new ArchwayError(e.code, `${dockerfileName}:${r.line}: ${r.instruction}: ${e.message}`, { cause: e, details: { ...e.details, file: dockerfileName, line: r.line }, ...(e.hint ? { hint: e.hint } : {}) });
             }
@@ -196,28 +253,78 @@ async function preflight(plan: BuildPlan, openBase: BaseOpener, dockerfileName: 
       );
     }
   }
-  const problems = (await Promise.all(opens)).filter((p): p is string => p !== undefined);
-  if (problems.length > 0) {
-    throw new ArchwayError('PLATFORM', problems.join('\n'), {
+  const baseProblems = (await Promise.all(opens)).filter((p): p is PreflightProblem => p !== undefined);
+  // A failure to read binfmt_misc is reported after the bases' problems, as before.
+  const emulation = await runnable.then(
+    (problems) => ({ problems, error: undefined as unknown }),
+    (error: unknown) => ({ problems: [] as PreflightProblem[], error }),
+  );
+  const emulationProblems = emulation.problems;
+  const isOptional = (p: Platform): boolean => optional.some((o) => platformEquals(o, p));
+  const stopsRequired = (p: PreflightProblem): boolean => p.targets.length === 0 || p.targets.some((t) => !isOptional(t));
+  const dropped = new Map<string, { platform: Platform; reason: string }>();
+  for (const p of [...baseProblems, ...emulationProblems]) {
+    if (stopsRequired(p)) continue;
+    for (const t of p.targets) if (!dropped.has(formatPlatform(t))) dropped.set(formatPlatform(t), { platform: t, reason: p.reason });
+  }
+  // Leaving every platform out builds nothing: then each problem is the build's.
+  const all = dropped.size > 0 && plan.targets.every((t) => dropped.has(formatPlatform(t.platform)));
+  const fatal = (p: PreflightProblem): boolean => all || stopsRequired(p);
+  const badBases = baseProblems.filter(fatal);
+  if (badBases.length > 0) {
+    throw new ArchwayError('PLATFORM', badBases.map((p) => p.message).join('\n'), {
       hint: 'build only the platforms the base has (--platform), or use a base that has them all (a mirror that copied only one architecture is a common cause: archway copy --multi-arch all)',
     });
   }
-  await runnable;
+  if (emulation.error !== undefined) throw emulation.error;
+  const cannotRun = emulationProblems.filter(fatal);
+  if (cannotRun.length > 0) {
+    const archs = [...new Set(cannotRun.map((p) => p.arch).filter((a): a is string => a !== undefined))].join(',');
+    throw new ArchwayError('EMULATION', `cannot run RUN steps for ${cannotRun.map((p) => p.message).join(', ')}`, {
+      hint: `register QEMU emulators with: archway binfmt --install ${archs}  (needs the Debian package qemu-user-static)`,
+    });
+  }
+  return all ? new Map() : dropped;
 }
 
-/** Every platform with RUN steps can run here, natively or through a registered emulator. */
-async function checkRunnable(plan: BuildPlan): Promise<void> {
-  const cannot = new Map<string, string>();
+/**
+ * Every platform with RUN steps can run here, natively or through a registered emulator; the
+ * problems found, one per platform, with the target platforms each stops.
+ */
+async function checkRunnable(plan: BuildPlan): Promise<PreflightProblem[]> {
+  const cannot = new Map<string, PreflightProblem>();
   let binfmt: BinfmtState | undefined;
   for (const stage of plan.stages) {
     if (!stage.steps.some((s) => s.kind === 'run')) continue;
+    const key = formatPlatform(stage.platform);
+    const known = cannot.get(key);
+    if (known) {
+      addTargets(known.targets, stage.targetPlatforms);
+      continue;
+    }
     const res = await canRun(stage.platform, { state: (binfmt ??= await readBinfmt()) });
-    if (!res.ok) cannot.set(formatPlatform(stage.platform), res.reason ?? 'no emulator');
+    if (res.ok) continue;
+    const why = res.reason ?? 'no emulator';
+    const targets: Platform[] = [];
+    addTargets(targets, stage.targetPlatforms);
+    cannot.set(key, { kind: 'emulation', message: `${key} (${why})`, reason: `its RUN steps cannot run here: ${why}`, targets, arch: key.split('/')[1] as string });
   }
-  if (cannot.size > 0) {
-    const archs = [...cannot.keys()].map((p) => p.split('/')[1]).join(',');
-    throw new ArchwayError('EMULATION', `cannot run RUN steps for ${[...cannot.entries()].map(([p, why]) => `${p} (${why})`).join(', ')}`, {
-      hint: `register QEMU emulators with: archway binfmt --install ${archs}  (needs the Debian package qemu-user-static)`,
+  return [...cannot.values()];
+}
+
+/**
+ * COPY and ADD give the files they write to root (or to --chown's owner), which a user other than
+ * root cannot do outside a user namespace: refused before any work, naming the first such step,
+ * rather than failing half-way with EPERM (see docs/rootless.md).
+ */
+function refuseRootlessCopy(plan: BuildPlan, dockerfileName: string): void {
+  const uid = process.getuid?.();
+  if (uid === undefined || uid === 0) return;
+  for (const stage of plan.stages) {
+    const step = stage.steps.find((s) => s.kind === 'copy' || s.kind === 'add');
+    if (!step) continue;
+    throw new ArchwayError('SANDBOX', `${dockerfileName}:${step.line}: ${step.display}: COPY and ADD need root: as uid ${uid}, archway cannot give the files to root (building without root is not supported yet)`, {
+      hint: 'run the build as root (sudo -E archway build ...); see docs/rootless.md',
     });
   }
 }
@@ -240,6 +347,7 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
   const progress = opts.progress ?? nullProgress;
   const signalOpt = opts.signal ? { signal: opts.signal } : {};
   const first = await planDockerfile(opts);
+  refuseRootlessCopy(first.plan, path.relative(process.cwd(), first.file) || first.file);
   // A missing secret file is the user's input: say so before any base is pulled or step runs.
   const secrets = await loadSecrets(opts.secrets ?? [], opts.env ?? process.env);
   const { ignore } = first;
@@ -253,7 +361,26 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
   const openContext: OpenContext = { store, ...(opts.insecureRegistries ? { insecureRegistries: opts.insecureRegistries } : {}), ...(opts.env ? { env: opts.env } : {}), ...signalOpt, progress };
   const openBase = makeBaseOpener(store, opts, openContext);
   const dockerfileName = path.relative(process.cwd(), first.file) || first.file;
-  await preflight(plan, openBase, dockerfileName, opts.signal);
+  // Optional platforms the checks leave out (their base lacks them, or they cannot run here):
+  // the rest is planned again without them, and the result says so.
+  const skipped = new Map<string, string>();
+  let building: Platform[] = first.platforms;
+  const leaveOut = (drop: Map<string, { platform: Platform; reason: string }>): boolean => {
+    if (drop.size === 0) return false;
+    for (const [p, { reason }] of drop) {
+      skipped.set(p, reason);
+      const text = `${p} is optional and is left out: ${reason}`;
+      warnings.push(text);
+      progress.emit({ kind: 'message', level: 'warn', text });
+    }
+    const gone = [...drop.values()].map((d) => d.platform);
+    building = building.filter((p) => !gone.some((g) => platformEquals(g, p)));
+    return true;
+  };
+  const optional = opts.optionalPlatforms ?? [];
+  if (leaveOut(await preflight(plan, openBase, dockerfileName, optional, opts.signal))) {
+    plan = planBuild(planInputs({ ...opts, platforms: building }, first.text, first.file));
+  }
   // Now that the bases are known, plan again with their environments (ENV PATH=$PATH:/x needs the base's PATH).
   // ONBUILD triggers of the bases, too: the planner puts them at the start of the stages built on them.
   // And their SHELL, which shell-form RUN, CMD and ENTRYPOINT of a child image use, as in BuildKit.
@@ -280,14 +407,16 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
   const mentioned = new Set([...first.text.matchAll(/\$\{?([A-Za-z_][A-Za-z0-9_]*)/g)].map((m) => m[1]));
   const envMatters = [...baseEnvs.values()].some((env) => Object.keys(env).some((k) => mentioned.has(k)));
   if (envMatters || baseTriggers.size > 0 || baseShells.size > 0) {
-    plan = planBuild({
-      ...planInputs(opts, first.text, first.file),
-      baseImageEnv: (ref, p) => baseEnvs.get(`${ref}\0${formatPlatform(p)}`),
-      baseImageOnBuild: (ref, p) => baseTriggers.get(`${ref}\0${formatPlatform(p)}`),
-      baseImageShell: (ref, p) => baseShells.get(`${ref}\0${formatPlatform(p)}`),
-    });
+    const planWithBases = (): BuildPlan =>
+      planBuild({
+        ...planInputs({ ...opts, platforms: building }, first.text, first.file),
+        baseImageEnv: (ref, p) => baseEnvs.get(`${ref}\0${formatPlatform(p)}`),
+        baseImageOnBuild: (ref, p) => baseTriggers.get(`${ref}\0${formatPlatform(p)}`),
+        baseImageShell: (ref, p) => baseShells.get(`${ref}\0${formatPlatform(p)}`),
+      });
+    plan = planWithBases();
     // Triggers can add RUN steps and sources: check the final plan too (bases are opened once).
-    if (baseTriggers.size > 0) await preflight(plan, openBase, dockerfileName, opts.signal);
+    if (baseTriggers.size > 0 && leaveOut(await preflight(plan, openBase, dockerfileName, optional, opts.signal))) plan = planWithBases();
   }
 
   // A --build-arg SOURCE_DATE_EPOCH wins over the environment's, as in buildx.
@@ -319,7 +448,7 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
       plan.targets.map((t) =>
         jobs.run(async () => {
           const state = await solver.solveStage(t.stage);
-          return finishImage(store, state, t.platform, labels, sourceDateEpoch, opts.signal);
+          return finishImage(store, state, t.platform, labels, sourceDateEpoch, first.outputs.format, opts.signal);
         }, opts.signal),
       ),
     );
@@ -340,7 +469,10 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
     const first = settled.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
     const firstErr: unknown = first?.reason;
     const code = isArchwayError(firstErr) ? firstErr.code : 'STEP_FAILED';
-    const summary = outcomes.map((o) => `  ${o.platform}: ${o.ok ? 'ok' : `FAILED: ${o.error?.split('\n')[0]}`}`).join('\n');
+    const summary = [
+      ...outcomes.map((o) => `  ${o.platform}: ${o.ok ? 'ok' : `FAILED: ${o.error?.split('\n')[0]}`}`),
+      ...[...skipped].map(([p, why]) => `  ${p}: left out (optional): ${why.split('\n')[0]}`),
+    ].join('\n');
     throw new ArchwayError(code, `build failed for ${failedRequired.map((o) => o.platform).join(', ')}; nothing was published\n${failedRequired.map((o) => o.error).join('\n')}\nsummary:\n${summary}`, {
       details: { outcomes },
       ...(isArchwayError(firstErr) && firstErr.hint ? { hint: firstErr.hint } : {}),
@@ -349,10 +481,15 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
   for (const o of outcomes) if (!o.ok) progress.emit({ kind: 'message', level: 'warn', text: `optional platform ${o.platform} failed and is left out: ${o.error?.split('\n')[0]}` });
 
   const images = outcomes.filter((o) => o.ok && o.descriptor).map((o) => o.descriptor as Descriptor);
+  if (images.length === 0) {
+    throw new ArchwayError('STEP_FAILED', `every platform failed (all were optional); nothing was published\n${outcomes.map((o) => `  ${o.platform}: ${o.error?.split('\n')[0] ?? ''}`).join('\n')}`, { details: { outcomes } });
+  }
+  // The optional platforms left out before the build are in the result too, saying why.
+  for (const [platform, reason] of skipped) outcomes.push({ platform, ok: false, skipped: true, error: reason, emulatedMs: 0, stepsRun: 0, stepsCached: 0 });
   let root: Descriptor;
   if (images.length === 1 && !opts.forceIndex) root = images[0] as Descriptor;
   else {
-    const idx = buildIndex(images);
+    const idx = buildIndex(images, { format: first.outputs.format });
     await store.push(idx.descriptor, idx.raw, signalOpt);
     root = idx.descriptor;
   }
@@ -360,7 +497,7 @@ export async function buildDockerfile(opts: BuildOptions): Promise<BuildResult> 
   return { outcomes, root, tags: first.outputs.storeTags, warnings, advice };
 }
 
-async function finishImage(store: Store, state: StageState, platform: Platform, labels: Record<string, string>, sourceDateEpoch: number | undefined, signal?: AbortSignal): Promise<Descriptor> {
+async function finishImage(store: Store, state: StageState, platform: Platform, labels: Record<string, string>, sourceDateEpoch: number | undefined, format: ManifestFormat, signal?: AbortSignal): Promise<Descriptor> {
   const config: ImageConfig = structuredClone(state.config);
   config.config ??= {};
   // Created when its newest step ran: an unchanged rebuild republishes the same digest.
@@ -372,7 +509,7 @@ async function finishImage(store: Store, state: StageState, platform: Platform, 
   config.architecture = platform.architecture;
   if (platform.variant) config.variant = platform.variant;
   else delete config.variant;
-  const built = buildImage(config, state.layers);
+  const built = buildImage(config, state.layers, { format });
   const s = signal ? { signal } : {};
   await store.push(built.configDescriptor, built.config, s);
   await store.push(built.manifestDescriptor, built.manifest, s);

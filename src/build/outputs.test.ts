@@ -1,11 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isArchwayError, type ErrorCode } from '../util/index.js';
-import { parsePlatformList } from '../oci/index.js';
-import { planOutputs } from './outputs.js';
+import { parsePlatform, parsePlatformList, type Descriptor, type Digest } from '../oci/index.js';
+import { buildMetadata, planOutputs } from './outputs.js';
 import type { BuildOptions } from './types.js';
 
 const ONE = parsePlatformList('linux/amd64');
@@ -54,4 +54,57 @@ test('a dest of the wrong kind is refused up front', async () => {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('--metadata-file: a missing or unwritable directory, or a directory as the file, is refused up front naming the file', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'archway-outputs-'));
+  try {
+    const missing = join(dir, 'nope', 'm.json');
+    assert.match(await refusal({ metadataFile: missing }), new RegExp(`^--metadata-file "${missing}": its directory ".*nope" does not exist`));
+    const file = join(dir, 'file');
+    writeFileSync(file, '');
+    assert.match(await refusal({ metadataFile: join(file, 'm.json') }), /is not a directory/);
+    mkdirSync(join(dir, 'adir'));
+    assert.match(await refusal({ metadataFile: join(dir, 'adir') }), /is a directory; the metadata is written to a file/);
+    if (process.getuid?.() !== 0) {
+      mkdirSync(join(dir, 'ro'), { mode: 0o555 });
+      assert.match(await refusal({ metadataFile: join(dir, 'ro', 'm.json') }), /cannot write in/);
+    }
+    // A good path: accepted, and the probe leaves nothing behind.
+    await planOutputs({ context: '.', metadataFile: join(dir, 'm.json') }, ONE);
+    assert.deepEqual(readdirSync(dir).sort(), ['adir', 'file']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('oci-mediatypes picks the build\'s media types; outputs that disagree are refused', async () => {
+  assert.equal((await planOutputs({ context: '.' }, ONE)).format, 'oci');
+  assert.equal((await planOutputs({ context: '.', outputs: [{ type: 'registry', name: 'r.example/a:1', ociMediatypes: false }] }, ONE)).format, 'docker');
+  assert.match(
+    await refusal({ outputs: [{ type: 'store', name: 'a:1', ociMediatypes: true }, { type: 'registry', name: 'r.example/a:1', ociMediatypes: false }] }),
+    /--output type=registry,name=r.example\/a:1,oci-mediatypes=false asks for Docker media types, and --output type=image,name=a:1,oci-mediatypes=true for OCI ones/,
+  );
+});
+
+test("the metadata has buildx's keys and each platform's digest", () => {
+  const d = (n: string): Digest => `sha256:${n.repeat(64)}` as Digest;
+  const images: Descriptor[] = [
+    { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: d('1'), size: 10, platform: parsePlatform('linux/amd64') },
+    { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: d('2'), size: 11, platform: parsePlatform('linux/arm/v7') },
+  ];
+  const root: Descriptor = { mediaType: 'application/vnd.oci.image.index.v1+json', digest: d('3'), size: 300 };
+  assert.deepEqual(buildMetadata(root, images, ['r.example/app'], { repository: 'r.example/app' }), {
+    'containerimage.digest': d('3'),
+    'containerimage.descriptor': { mediaType: 'application/vnd.oci.image.index.v1+json', digest: d('3'), size: 300 },
+    'image.name': 'r.example/app',
+    platforms: { 'linux/amd64': { digest: d('1'), name: 'r.example/app' }, 'linux/arm/v7': { digest: d('2'), name: 'r.example/app' } },
+    images: [
+      { digest: d('1'), platform: 'linux/amd64' },
+      { digest: d('2'), platform: 'linux/arm/v7' },
+    ],
+  });
+  const one = buildMetadata(images[0] as Descriptor, [images[0] as Descriptor], [], { configDigest: d('4') });
+  assert.equal(one['containerimage.config.digest'], d('4'));
+  assert.equal(one['image.name'], undefined);
 });

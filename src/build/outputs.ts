@@ -1,12 +1,12 @@
-import { promises as fs } from 'node:fs';
+import { constants as fsConstants, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { ArchwayError, errorMessage, isArchwayError, isErrnoException } from '../util/index.js';
 import { formatPlatform, hostPlatform, type Descriptor, type Platform } from '../oci/index.js';
 import { formatReference, parseLocation, parseReference, withDefaultTag, type ImageLocation } from '../ref/index.js';
 import { nullProgress } from '../progress/index.js';
 import { applyLayer } from '../layer/index.js';
-import { resolveImageForPlatform } from '../image/index.js';
-import type { Store } from '../store/index.js';
+import { isIndex, readManifestOrIndex, resolveImageForPlatform, type ManifestFormat } from '../image/index.js';
+import { tempName, writeFileAtomic, type Store } from '../store/index.js';
 import { copyImage, openTarget, type OpenContext } from '../imagetools/index.js';
 import type { BuildOptions, OutputSpec } from './types.js';
 
@@ -21,13 +21,15 @@ export interface OutputPlan {
   /** Names the local store gets, written after every other output succeeded. */
   storeTags: string[];
   outputs: PlannedOutput[];
+  /** The media types of the build's manifests: OCI, or Docker schema 2 with oci-mediatypes=false. */
+  format: ManifestFormat;
 }
 
 /** The user's words for an output, for messages: `--output type=oci,dest=out.tar`. */
 function describe(out: OutputSpec): string {
   const fields = Object.entries(out)
     .filter(([k]) => k !== 'type')
-    .map(([k, v]) => `${k === 'pushByDigest' ? 'push-by-digest' : k}=${String(v)}`);
+    .map(([k, v]) => `${k === 'pushByDigest' ? 'push-by-digest' : k === 'ociMediatypes' ? 'oci-mediatypes' : k}=${String(v)}`);
   return `--output type=${out.type === 'store' ? 'image' : out.type}${fields.length ? `,${fields.join(',')}` : ''}`;
 }
 
@@ -65,6 +67,39 @@ async function checkDest(dest: string, want: 'file' | 'dir', what: string): Prom
 }
 
 /**
+ * --metadata-file: its directory must exist and take a new file (as buildx requires), and the path
+ * must not be a directory. Checked by creating and removing a probe file there, so a read-only
+ * filesystem or a directory the user cannot write is refused too.
+ */
+async function checkMetadataFile(file: string): Promise<void> {
+  const what = `--metadata-file "${file}"`;
+  const dir = path.dirname(path.resolve(file));
+  let st;
+  try {
+    st = await fs.stat(dir);
+  } catch (e) {
+    if (isErrnoException(e, 'ENOENT')) throw new ArchwayError('USAGE', `${what}: its directory "${dir}" does not exist`, { hint: 'create the directory first (mkdir -p), or give a path in an existing one' });
+    throw new ArchwayError('USAGE', `${what}: cannot use its directory "${dir}": ${errorMessage(e)}`);
+  }
+  if (!st.isDirectory()) throw new ArchwayError('USAGE', `${what}: "${dir}" is not a directory`);
+  try {
+    if ((await fs.stat(file)).isDirectory()) throw new ArchwayError('USAGE', `${what} is a directory; the metadata is written to a file`);
+  } catch (e) {
+    if (isArchwayError(e)) throw e;
+    if (!isErrnoException(e, 'ENOENT')) throw new ArchwayError('USAGE', `${what}: ${errorMessage(e)}`);
+  }
+  const probe = path.join(dir, tempName('archway-metadata-probe'));
+  try {
+    const h = await fs.open(probe, fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_WRONLY, 0o600);
+    await h.close();
+  } catch (e) {
+    throw new ArchwayError('USAGE', `${what}: cannot write in "${dir}": ${errorMessage(e)}`, { hint: 'give a path in a directory you can write' });
+  } finally {
+    await fs.unlink(probe).catch(() => undefined);
+  }
+}
+
+/**
  * Checks every output and every tag before any step runs, so a bad option costs no build and
  * leaves nothing behind. `platforms` are the platforms the build makes.
  */
@@ -72,8 +107,19 @@ export async function planOutputs(opts: BuildOptions, platforms: readonly Platfo
   const tags = (opts.tags ?? []).map((t) => checkName(t, `--tag "${t}"`));
   const storeTags = [...tags];
   const outputs: PlannedOutput[] = [];
+  // oci-mediatypes is one choice for the whole build: outputs that say different things are refused.
+  let format: { format: ManifestFormat; what: string } | undefined;
   for (const out of opts.outputs ?? []) {
     const what = describe(out);
+    if ((out.type === 'store' || out.type === 'registry') && out.ociMediatypes !== undefined) {
+      const f: ManifestFormat = out.ociMediatypes ? 'oci' : 'docker';
+      if (format && format.format !== f) {
+        throw new ArchwayError('USAGE', `${what} asks for ${f === 'oci' ? 'OCI' : 'Docker'} media types, and ${format.what} for ${format.format === 'oci' ? 'OCI' : 'Docker'} ones; a build makes one kind`, {
+          hint: 'give the same oci-mediatypes to every output',
+        });
+      }
+      format = { format: f, what };
+    }
     switch (out.type) {
       case 'store':
         for (const n of splitNames(out.name)) storeTags.push(checkName(n, `${what}: name "${n}"`));
@@ -109,7 +155,34 @@ export async function planOutputs(opts: BuildOptions, platforms: readonly Platfo
         break;
     }
   }
-  return { storeTags: [...new Set(storeTags)], outputs };
+  if (opts.metadataFile !== undefined) await checkMetadataFile(opts.metadataFile);
+  return { storeTags: [...new Set(storeTags)], outputs, format: format?.format ?? 'oci' };
+}
+
+/** A repository without its tag: what push-by-digest pushes to (`reg/app:1` → `reg/app`). */
+function repositoryOf(name: string): string {
+  return formatReference(parseReference(name.replace(/:[^/:]+$/, '')));
+}
+
+/**
+ * What --metadata-file holds, in buildx's keys: `containerimage.digest` (the root: the index, or
+ * the single image, exactly what was pushed), `containerimage.descriptor`, `containerimage.config.digest`
+ * (a single image), `image.name` (comma-separated; the repositories for push-by-digest, the pushed
+ * names otherwise, else the store's names). archway adds `platforms` (platform → digest, and the
+ * repository for push-by-digest) and `images` (the per-platform manifests in order).
+ */
+export function buildMetadata(root: Descriptor, images: readonly Descriptor[], names: readonly string[], opts: { configDigest?: string; repository?: string }): Record<string, unknown> {
+  const meta: Record<string, unknown> = {
+    'containerimage.digest': root.digest,
+    'containerimage.descriptor': { mediaType: root.mediaType, digest: root.digest, size: root.size },
+  };
+  if (opts.configDigest) meta['containerimage.config.digest'] = opts.configDigest;
+  if (names.length > 0) meta['image.name'] = names.join(',');
+  const platforms: Record<string, { digest: string; name?: string }> = {};
+  for (const img of images) platforms[formatPlatform(img.platform ?? hostPlatform())] = { digest: img.digest, ...(opts.repository ? { name: opts.repository } : {}) };
+  meta.platforms = platforms;
+  meta.images = images.map((i) => ({ digest: i.digest, ...(i.platform ? { platform: formatPlatform(i.platform) } : {}) }));
+  return meta;
 }
 
 /** The `org.opencontainers.image.ref.name` an OCI output gets for a name: its repository's last component. */
@@ -118,35 +191,37 @@ function ociRefName(name: string): string {
 }
 
 /**
- * Writes the outputs, then the store's tags. Files go first and registries after them (a published
- * tag is the hardest thing to take back); the store is tagged last, so a failed output leaves no
- * new name claiming the build succeeded.
+ * Writes the outputs, then the store's tags, then the metadata file. Files go first and registries
+ * after them (a published tag is the hardest thing to take back); the store is tagged last, so a
+ * failed output leaves no new name claiming the build succeeded.
  */
 export async function exportOutputs(store: Store, root: Descriptor, images: Descriptor[], plan: OutputPlan, opts: BuildOptions, ctx: OpenContext): Promise<void> {
   const signalOpt = opts.signal ? { signal: opts.signal } : {};
   const progress = opts.progress ?? nullProgress;
   const order = (o: PlannedOutput): number => (o.type === 'registry' ? 1 : 0);
+  const pushedNames: string[] = [];
+  let digestRepository: string | undefined;
   for (const out of [...plan.outputs].sort((a, b) => order(a) - order(b))) {
     switch (out.type) {
       case 'registry': {
         if (out.pushByDigest) {
-          const meta: Record<string, unknown> = {};
+          // The root (an index, its images, their blobs; or the one image), by digest and without
+          // a tag: the digest the metadata names is one a later `index create` can read.
           for (const name of out.names) {
-            const repo = name.replace(/:[^/:]+$/, '');
+            const repo = repositoryOf(name);
             const dst = await openTarget(parseLocation(repo, 'registry'), ctx);
-            for (const img of images) {
-              await copyImage(store, img.digest, dst.content, [], { ...signalOpt, progress });
-              meta[formatPlatform(img.platform ?? hostPlatform())] = { digest: img.digest, name: formatReference(parseReference(repo)) };
-            }
+            await copyImage(store, root.digest, dst.content, [], { ...signalOpt, progress });
+            progress.emit({ kind: 'message', level: 'info', text: `pushed ${repo}@${root.digest} (by digest, no tag)` });
+            pushedNames.push(repo);
+            digestRepository ??= repo;
           }
-          if (opts.metadataFile) await fs.writeFile(opts.metadataFile, `${JSON.stringify({ 'containerimage.digest': root.digest, platforms: meta, images: images.map((i) => ({ digest: i.digest, platform: i.platform ? formatPlatform(i.platform) : undefined })) }, null, 2)}\n`);
           break;
         }
         for (const name of out.names) {
           const dst = await openTarget(parseLocation(name, 'registry'), ctx);
           await copyImage(store, root.digest, dst.content, [dst.reference], { ...signalOpt, progress });
+          pushedNames.push(name);
         }
-        if (opts.metadataFile) await fs.writeFile(opts.metadataFile, `${JSON.stringify({ 'containerimage.digest': root.digest, 'image.name': out.names.join(',') }, null, 2)}\n`);
         break;
       }
       case 'oci': {
@@ -179,4 +254,17 @@ export async function exportOutputs(store: Store, root: Descriptor, images: Desc
     }
   }
   for (const t of plan.storeTags) await store.tag(root, t, signalOpt);
+  if (opts.metadataFile !== undefined) {
+    const parsed = await readManifestOrIndex(store, root, signalOpt);
+    const names = pushedNames.length > 0 ? pushedNames : plan.storeTags;
+    const meta = buildMetadata(root, images, [...new Set(names)], {
+      ...(!isIndex(parsed) ? { configDigest: parsed.value.config.digest } : {}),
+      ...(digestRepository ? { repository: digestRepository } : {}),
+    });
+    try {
+      await writeFileAtomic(path.resolve(opts.metadataFile), `${JSON.stringify(meta, null, 2)}\n`);
+    } catch (e) {
+      throw new ArchwayError('STORAGE', `--metadata-file "${opts.metadataFile}": cannot write it: ${errorMessage(e)}`, { cause: e });
+    }
+  }
 }

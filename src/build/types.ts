@@ -3,10 +3,15 @@ import type { Descriptor } from '../oci/index.js';
 import type { ProgressSink } from '../progress/index.js';
 import type { SecretSpec } from './secrets.js';
 
-/** An output, as buildx's `--output`; `name` may list several names, comma-separated. */
+/**
+ * An output, as buildx's `--output`; `name` may list several names, comma-separated.
+ * `ociMediatypes` (buildx's oci-mediatypes): false makes the build's manifests and index Docker
+ * schema 2 instead of OCI; it is one choice for the whole build (every output gets the same bytes).
+ */
 export type OutputSpec =
-  | { type: 'store'; name?: string }
-  | { type: 'registry'; name?: string; pushByDigest?: boolean }
+  | { type: 'store'; name?: string; ociMediatypes?: boolean }
+  /** `pushByDigest`: every image and the index are pushed by digest, no tag (buildx's push-by-digest). */
+  | { type: 'registry'; name?: string; pushByDigest?: boolean; ociMediatypes?: boolean }
   /** `tar: false` writes an OCI layout directory at dest instead of an archive. */
   | { type: 'oci'; dest: string; tar?: boolean; name?: string }
   | { type: 'docker'; dest: string; name?: string }
@@ -33,7 +38,12 @@ export interface BuildOptions {
   optionalPlatforms?: Platform[];
   /** Always publish an index, even for one platform. */
   forceIndex?: boolean;
-  /** Write each platform's digest here as JSON (with push-by-digest). */
+  /**
+   * Write the result here as JSON after every build, as buildx's --metadata-file:
+   * containerimage.digest, containerimage.descriptor, containerimage.config.digest (one image),
+   * image.name (when named), and archway's per-platform digests. Its directory must exist and be
+   * writable (checked before the build); the file is replaced atomically.
+   */
   metadataFile?: string;
   insecureRegistries?: string[];
   /** Secrets for RUN --mount=type=secret (`--secret id=ID,src=FILE`, `id=ID,env=VAR`). */
@@ -46,6 +56,8 @@ export interface BuildOptions {
 export interface PlatformOutcome {
   platform: string;
   ok: boolean;
+  /** An optional platform left out before the build (its base lacks it, or it cannot run here); `error` says why. */
+  skipped?: boolean;
   descriptor?: Descriptor;
   error?: string;
   /** Emulated RUN time, for the cross-compilation advice. */

@@ -71,7 +71,7 @@ describe('bad outputs and tags are refused before the build', () => {
     const cases: Array<[string, RegExp]> = [
       [`type=oci,dest=${dest},bogus=1`, /type=oci does not take "bogus" \(it takes dest, tar, name\)/],
       [`type=local,dest=${dest},name=x:1`, /type=local does not take "name" \(it takes dest\)/],
-      [`type=registry,name=x:1,dest=${dest}`, /type=registry does not take "dest" \(it takes name, push, push-by-digest\)/],
+      [`type=registry,name=x:1,dest=${dest}`, /type=registry does not take "dest" \(it takes name, push, push-by-digest, name-canonical, oci-mediatypes\)/],
       [`type=docker,dest=${dest},tar=false`, /type=docker writes a tar only/],
       [`type=oci,dest=${dest},tar=no`, /tar=no: expected true or false/],
     ];

@@ -270,6 +270,20 @@ describe('rootless archway run (as nobody)', { skip }, () => {
     assert.match(r.stderr, /uidmap/);
   });
 
+  test('a build with COPY is refused before any work, naming the step and pointing at the docs (exit 7)', async (t) => {
+    if (why) return t.skip(why);
+    const ctx = join(rl, 'copy-ctx');
+    mkdirSync(ctx);
+    writeFileSync(join(ctx, 'Dockerfile'), 'FROM scratch\nCOPY f.txt /f.txt\n');
+    writeFileSync(join(ctx, 'f.txt'), 'f\n');
+    execFileSync('chown', ['-R', '65534:65534', ctx]);
+    const r = await nobody(['build', '--progress', 'plain', ctx]);
+    assert.equal(r.code, 7, r.stderr);
+    assert.match(r.stderr, /Dockerfile:2: COPY f\.txt \/f\.txt: COPY and ADD need root/);
+    assert.match(r.stderr, /docs\/rootless\.md/);
+    assert.doesNotMatch(r.stderr, /EPERM|\[linux\/amd64\] COPY/);
+  });
+
   test('leaves nothing behind it cannot delete', async (t) => {
     if (why) return t.skip(why);
     assert.deepEqual(readdirSync(join(rl, 'tmp')), []);

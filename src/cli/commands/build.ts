@@ -26,8 +26,8 @@ const OUTPUT_KEYS: Record<string, readonly string[]> = {
   oci: ['dest', 'tar', 'name'],
   docker: ['dest', 'tar', 'name'],
   local: ['dest'],
-  registry: ['name', 'push', 'push-by-digest'],
-  image: ['name', 'push', 'push-by-digest'],
+  registry: ['name', 'push', 'push-by-digest', 'name-canonical', 'oci-mediatypes'],
+  image: ['name', 'push', 'push-by-digest', 'name-canonical', 'oci-mediatypes'],
 };
 
 /** Splits buildx's CSV: `type=image,"name=a:1,b:1"` keeps the quoted comma. */
@@ -105,9 +105,13 @@ export function parseOutput(text: string): OutputSpec {
       // registry is image with push=true; image pushes only when asked, and otherwise names the result in the store.
       const push = flag('push') ?? type === 'registry';
       const byDigest = flag('push-by-digest') ?? false;
-      if (push) return { type: 'registry', ...name(), ...(byDigest ? { pushByDigest: true } : {}) };
+      // name-canonical changes nothing: archway's names are canonical already (docker.io/library/app:1).
+      flag('name-canonical');
+      const oci = flag('oci-mediatypes');
+      const mediaTypes = oci !== undefined ? { ociMediatypes: oci } : {};
+      if (push) return { type: 'registry', ...name(), ...(byDigest ? { pushByDigest: true } : {}), ...mediaTypes };
       if (byDigest) throw usageError(`--output "${text}": push-by-digest=true needs push=true`, 'build');
-      return { type: 'store', ...name() };
+      return { type: 'store', ...name(), ...mediaTypes };
     }
   }
 }
@@ -128,15 +132,36 @@ Outputs (--output, repeatable; buildx's keys):
   type=local,dest=DIR  (or -o DIR)            each platform's root filesystem
   type=registry[,name=REF,...][,push-by-digest=true]
   type=image[,name=REF,...][,push=true]       the local store (push=true: as type=registry)
+  type=image and type=registry also take:
+    name-canonical=true|false   accepted for buildx recipes; changes nothing, archway's names are
+                                canonical already (app:1 is docker.io/library/app:1)
+    oci-mediatypes=true|false   OCI media types (true, the default) or Docker schema 2 manifests
+                                and manifest list (false); one choice for the whole build
+
+Push by digest (--push-by-digest, or push-by-digest=true): every platform's image and, for several
+platforms (or --index), the index over them are pushed by digest, without a tag, to each name's
+repository. Assemble the runners' results afterwards with
+  archway index create -t REG/app:1 REG/app@DIGEST1 REG/app@DIGEST2
+
+Metadata (--metadata-file FILE), written after every build (stored, archived or pushed), as buildx's:
+  containerimage.digest         the result: the index, or the image for one platform (what was pushed)
+  containerimage.descriptor     its mediaType, digest and size
+  containerimage.config.digest  the image's config (one platform only)
+  image.name                    the pushed names, comma-separated (the repositories, with push by
+                                digest), else the names in the store; absent when unnamed
+  platforms, images             archway's: each platform's image digest (and its repository, with
+                                push by digest)
+FILE's directory must exist and be writable (checked before the build); FILE is replaced atomically.
 
 Examples:
   archway build --platform linux/amd64,linux/arm64,linux/arm/v7 -t app:1 .
   archway build --platform linux/amd64,linux/arm64 -t registry.example.com/app:1 --push .
-  archway build --platform linux/arm64 --output type=oci,dest=app.tar .`,
+  archway build --platform linux/arm64 --output type=oci,dest=app.tar .
+  archway build --platform linux/arm64 -o type=image,name=REG/app,push-by-digest=true,name-canonical=true,push=true --metadata-file m.json .`,
   options: {
     file: { type: 'string', short: 'f', help: 'FILE:the Dockerfile (default CONTEXT/Dockerfile; - reads it from stdin)' },
     platform: { type: 'string', multiple: true, help: 'PLATFORMS:target platforms, comma-separated; local is this host (the default)' },
-    tag: { type: 'string', short: 't', multiple: true, help: 'NAME:name the result (repeatable)' },
+    tag: { type: 'string', short: 't', multiple: true, help: 'NAME:name the result' },
     'build-arg': { type: 'string', multiple: true, help: 'KEY=VALUE:set a build argument' },
     target: { type: 'string', help: 'STAGE:build up to this stage' },
     push: { type: 'boolean', help: 'push every platform, then the index, to the registry in each -t name' },
@@ -146,10 +171,10 @@ Examples:
     progress: { type: 'string', default: 'auto', help: 'MODE:auto, tty, plain or json' },
     network: { type: 'string', default: 'default', help: 'MODE:network for RUN steps: default, none or host' },
     jobs: { type: 'string', help: 'N:how many platforms build at once (default: all, up to 8; RUN steps never exceed the cores)' },
-    'optional-platform': { type: 'string', multiple: true, help: 'PLATFORM:may fail; the index is published without it' },
+    'optional-platform': { type: 'string', multiple: true, help: 'PLATFORM:may fail (its base lacks it, it cannot run here, or a step fails); the result is published without it, with a warning' },
     index: { type: 'boolean', help: 'publish an index even for one platform' },
-    'push-by-digest': { type: 'boolean', help: 'push each platform by digest, without a tag (for builds split across CI runners)' },
-    'metadata-file': { type: 'string', help: 'FILE:write the result digests as JSON' },
+    'push-by-digest': { type: 'boolean', help: 'push each platform and the index by digest, without a tag (for builds split across CI runners)' },
+    'metadata-file': { type: 'string', help: 'FILE:write the result digests as JSON, after every build (see above)' },
     'dry-run': { type: 'boolean', help: 'print the plan: per platform, the stages and steps that would run' },
     'insecure-registry': { type: 'string', multiple: true, help: 'HOST:talk to HOST over plain HTTP or unverified TLS' },
     secret: { type: 'string', multiple: true, help: 'id=ID,src=FILE|env=VAR:a secret for RUN --mount=type=secret (never stored in the image)' },
@@ -202,9 +227,11 @@ Examples:
     }
     const started = Date.now();
     const result = await buildDockerfile(opts);
-    const lines = [`built ${result.outcomes.length} platform${result.outcomes.length === 1 ? '' : 's'} in ${((Date.now() - started) / 1000).toFixed(1)}s:`];
+    const built = result.outcomes.filter((o) => !o.skipped).length;
+    const lines = [`built ${built} platform${built === 1 ? '' : 's'} in ${((Date.now() - started) / 1000).toFixed(1)}s:`];
     for (const o of result.outcomes) {
-      lines.push(`  ${o.platform.padEnd(16)} ${o.ok ? `${o.descriptor?.digest ?? ''}  (${o.stepsRun} run, ${o.stepsCached} cached)` : `FAILED ${o.error?.split('\n')[0] ?? ''}`}`);
+      const failed = o.skipped ? `left out (optional): ${o.error?.split('\n')[0] ?? ''}` : `FAILED ${o.error?.split('\n')[0] ?? ''}`;
+      lines.push(`  ${o.platform.padEnd(16)} ${o.ok ? `${o.descriptor?.digest ?? ''}  (${o.stepsRun} run, ${o.stepsCached} cached)` : failed}`);
     }
     if (result.root) lines.push(`${result.root.mediaType.includes('index') || result.root.mediaType.includes('list') ? 'index' : 'image'}: ${result.root.digest}`);
     for (const t of result.tags) lines.push(`tagged ${t}`);
