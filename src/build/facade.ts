@@ -166,7 +166,7 @@ function makeBaseOpener(store: Store, opts: BuildOptions, openContext: OpenConte
           await resolveImageForPlatform(pulledFrom.source, pulledFrom.root, platform, { ...signalOpt, strict: true, what: ref });
         } catch (e) {
           if (localMiss && !opts.signal?.aborted && !isArchwayError(e, 'PLATFORM')) {
-            throw new ArchwayError('PLATFORM', `${localMiss.message} (in the local store; its registry could not be asked: ${errorMessage(e).split('\n')[0]})`, { details: localMiss.details });
+            throw new ArchwayError('PLATFORM', `${localMiss.message} (in the local store; pulling it from its registry failed too: ${errorMessage(e).split('\n')[0]})`, { details: localMiss.details });
           }
           // The registry's error names a host, not the image: say which image, keeping the code (exit status).
           if (isArchwayError(e) && e.code !== 'PLATFORM' && e.code !== 'INTERRUPTED' && !opts.signal?.aborted) {

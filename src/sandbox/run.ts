@@ -84,6 +84,8 @@ export interface SandboxOptions {
   network: 'none' | 'host';
   binds?: SandboxBind[];
   stdio: 'inherit' | 'pipe';
+  /** With stdio 'inherit': the command reads this process's stdin (docker run -i), or /dev/null. */
+  stdin?: 'inherit' | 'ignore';
   onOutput?: (chunk: Buffer, stream: 'stdout' | 'stderr') => void;
   platform?: Platform;
   signal?: AbortSignal;
@@ -550,7 +552,7 @@ function spawnSandbox(args: string[], opts: SandboxOptions, env: Record<string, 
   return new Promise<RawResult>((resolve, reject) => {
     const pipe = opts.stdio === 'pipe';
     const child = spawn('unshare', args, {
-      stdio: [pipe ? 'ignore' : 'inherit', pipe ? 'pipe' : 'inherit', pipe ? 'pipe' : 'inherit', 'pipe'],
+      stdio: [pipe || opts.stdin === 'ignore' ? 'ignore' : 'inherit', pipe ? 'pipe' : 'inherit', pipe ? 'pipe' : 'inherit', 'pipe'],
       env: { ...env, PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' },
     });
     live.add(child);

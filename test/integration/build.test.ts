@@ -245,6 +245,25 @@ describe('RUN as BuildKit runs it', () => {
   });
 });
 
+describe('archway run as docker run', () => {
+  test('stdin reaches the command only with -i', async () => {
+    const without = expectCode(await aw(['run', BASE, 'cat'], { input: 'typed\n' }), 0, 'run without -i');
+    assert.equal(without.stdout, '');
+    const withI = expectCode(await aw(['run', '-i', BASE, 'cat'], { input: 'typed\n' }), 0, 'run -i');
+    assert.equal(withI.stdout, 'typed\n');
+  });
+
+  test('a single-platform image of another platform runs without --platform, with a warning', async () => {
+    const ctx = write(join(home.dir, 'arm64-only'), { Dockerfile: `FROM ${BASE}\nLABEL only=arm64\n` });
+    expectCode(await aw(['build', '--platform', 'linux/arm64', '-t', 'arm64-only:1', ctx]), 0, 'build a plain arm64 image');
+    const r = expectCode(await aw(['run', 'arm64-only:1', 'uname', '-m']), 0, 'run it');
+    assert.equal(r.stdout, 'aarch64\n');
+    assert.match(r.stderr, /arm64-only:1 is an image for linux\/arm64 only, not this host's linux\/amd64; running it under emulation/);
+    const asked = await aw(['run', '--platform', 'linux/amd64', 'arm64-only:1', 'true']);
+    assert.equal(asked.code, 2, 'an explicit --platform the image lacks is still an error');
+  });
+});
+
 describe('bad input', () => {
   test('a syntax error names file:line:col and exits 2', async () => {
     const ctx = write(join(home.dir, 'bad-syntax'), { Dockerfile: `FROM ${BASE}\nCOPPY a /b\n` });

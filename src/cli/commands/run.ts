@@ -2,14 +2,14 @@ import { promises as fs } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 import { ArchwayError, isArchwayError } from '../../util/index.js';
-import { formatPlatform, hostPlatform, parsePlatform, type Digest } from '../../oci/index.js';
+import { formatPlatform, hostPlatform, parsePlatform, platformMatches, type Descriptor, type Digest } from '../../oci/index.js';
 import { parseLocation, formatReference } from '../../ref/index.js';
-import { resolveImageForPlatform } from '../../image/index.js';
+import { isIndex, loadImage, readManifestOrIndex, resolveImageForPlatform } from '../../image/index.js';
 import { Store } from '../../store/index.js';
 import { copyImage, openSource, type OpenContext } from '../../imagetools/index.js';
 import { layerSnapshots } from '../../build/index.js';
 import { rootfsDriverSetting, runInSandbox, type SandboxBind, type SandboxControl } from '../../sandbox/index.js';
-import { listOpt, stringOpt, usageError, type Command } from '../command.js';
+import { boolOpt, listOpt, stringOpt, usageError, type Command } from '../command.js';
 
 export const runCommand: Command = {
   name: 'run',
@@ -32,39 +32,55 @@ Examples:
     user: { type: 'string', short: 'u', help: 'USER:user[:group], names or numbers' },
     network: { type: 'string', default: 'host', help: 'MODE:none or host' },
     volume: { type: 'string', short: 'v', multiple: true, value: 'HOST:CONTAINER[:ro]', help: 'bind-mount a host path' },
-    interactive: { type: 'boolean', short: 'i', help: 'keep standard input open' },
-    tty: { type: 'boolean', short: 't', help: 'use the terminal as it is (no separate pseudo-terminal is allocated)' },
+    interactive: { type: 'boolean', short: 'i', help: 'give the command this standard input (without -i it reads /dev/null, as docker run)' },
+    tty: { type: 'boolean', short: 't', help: 'set TERM for a terminal program (the terminal is used as it is: no pseudo-terminal of its own is allocated)' },
     entrypoint: { type: 'string', help: 'CMD:override the image entrypoint' },
     'insecure-registry': { type: 'string', multiple: true, help: 'HOST:plain HTTP or unverified TLS for HOST' },
   },
   async run(ctx) {
     const imageArg = ctx.positionals[0];
     if (!imageArg) throw usageError('"archway run" requires an IMAGE', 'run');
-    const platform = parsePlatform(stringOpt(ctx, 'platform') ?? formatPlatform(hostPlatform()));
+    const requested = stringOpt(ctx, 'platform');
+    let platform = parsePlatform(requested ?? formatPlatform(hostPlatform()));
     const network = stringOpt(ctx, 'network') ?? 'host';
     if (network !== 'none' && network !== 'host') throw usageError(`--network "${network}": expected none or host`, 'run');
     const s = { signal: ctx.signal };
     const store = await Store.open({ env: ctx.env, ...s });
     const openCtx: OpenContext = { store, env: ctx.env, insecureRegistries: listOpt(ctx, 'insecure-registry'), signal: ctx.signal };
     const loc = parseLocation(imageArg, 'store');
+    // Without --platform, a single-platform image of another platform runs as it is (under
+    // emulation), as docker run does, with a warning; an index gives this host's image.
+    const adoptPlatform = async (desc: Descriptor): Promise<void> => {
+      if (requested) return;
+      const parsed = await readManifestOrIndex(store, desc, s);
+      if (isIndex(parsed)) return;
+      const own = (await loadImage(store, desc, s)).platform;
+      if (platformMatches([own], platform)) return;
+      ctx.stderr.write(`warning: ${imageArg} is an image for ${formatPlatform(own)} only, not this host's ${formatPlatform(platform)}; running it under emulation (--platform ${formatPlatform(own)} says so)\n`);
+      platform = own;
+    };
+    // Only this host's image of an index, or a single-platform image as it is, without --platform.
+    const selection = requested ? { platforms: [platform] } : { multiArch: 'system' as const };
     let root;
     if (loc.transport === 'store') {
       const name = formatReference(loc.ref);
       try {
         root = await store.resolve(loc.ref.digest ?? name, s);
+        await adoptPlatform(root);
         await resolveImageForPlatform(store, root, platform, { ...s, strict: true, what: imageArg });
       } catch (e) {
         if (!isArchwayError(e, 'NOT_FOUND') && !isArchwayError(e, 'PLATFORM')) throw e;
         // Not here (or not for this platform): pull it from its registry, as docker run does.
         try {
           const src = await openSource(parseLocation(loc.ref.digest ? `${name}@${loc.ref.digest}` : name, 'registry'), openCtx);
-          ctx.stderr.write(`pulling ${imageArg} (${formatPlatform(platform)}) from ${src.registry ?? 'the registry'}\n`);
-          const res = await copyImage(src.content, src.reference, store, loc.ref.digest ? [] : [name], { ...s, platforms: [platform], progress: ctx.progress });
+          ctx.stderr.write(`pulling ${imageArg} (${requested ? formatPlatform(platform) : 'this host\'s platform'}) from ${src.registry ?? 'the registry'}\n`);
+          const res = await copyImage(src.content, src.reference, store, loc.ref.digest ? [] : [name], { ...s, ...selection, progress: ctx.progress });
           root = res.descriptor;
+          await adoptPlatform(root);
         } catch (pullError) {
           // The local image is the better answer when it exists: say which platforms it has.
           if (isArchwayError(e, 'PLATFORM') && !ctx.signal.aborted) {
-            throw new ArchwayError('PLATFORM', `${e.message} (in the local store; its registry could not be asked: ${(pullError as Error).message.split('\n')[0]})`, { details: e.details });
+            throw new ArchwayError('PLATFORM', `${e.message} (in the local store; pulling it from its registry failed too: ${(pullError as Error).message.split('\n')[0]})`, { details: e.details });
           }
           throw pullError;
         }
@@ -72,8 +88,9 @@ Examples:
     } else {
       // Archives and layouts: bring the image into the store first, where its layers are unpacked once.
       const src = await openSource(loc, openCtx);
-      const res = await copyImage(src.content, src.reference, store, [], { ...s, platforms: [platform] });
+      const res = await copyImage(src.content, src.reference, store, [], { ...s, ...selection });
       root = res.descriptor;
+      await adoptPlatform(root);
     }
     const image = await resolveImageForPlatform(store, root, platform, { ...s, strict: true, what: imageArg });
     const layers = image.manifest.value.layers.map((d, i) => ({ descriptor: d, diffID: image.config.rootfs.diff_ids[i] as Digest }));
@@ -128,6 +145,9 @@ Examples:
       network,
       binds,
       stdio: 'inherit',
+      // As docker run: the command gets this terminal's or pipe's input only with -i.
+      stdin: boolOpt(ctx, 'interactive') ? 'inherit' : 'ignore',
+      ...(boolOpt(ctx, 'tty') && !env.some((e) => e.startsWith('TERM=')) ? { env: [...env, `TERM=${ctx.env['TERM'] || 'xterm'}`] } : {}),
       platform: image.platform,
       rootfsDriver: await rootfsDriverSetting(ctx.env),
       // A copied root (no overlayfs) goes beside the snapshots, where a reflink is possible.
