@@ -346,6 +346,23 @@ test('inspect of a name the registry cannot serve points at the local store when
   assert.doesNotMatch(r.stderr, /local store/);
 });
 
+test('rm takes a digest as images shows it: one name goes, several need -f', async () => {
+  const h = reg.host;
+  const { rmCommand } = await import('../../src/cli/commands/rm.js');
+  const { imagesCommand } = await import('../../src/cli/commands/images.js');
+  assert.equal((await run(copyCommand, [`${h}/bx-a:v1`, 'store:rm-by-digest:a'])).code, 0);
+  assert.equal((await run(copyCommand, [`${h}/bx-a:v1`, 'store:rm-by-digest:b'])).code, 0);
+  const listed = JSON.parse((await run(imagesCommand, ['--format', 'json'])).stdout) as Array<{ name: string; digest: string }>;
+  const digest = listed.find((i) => i.name === 'docker.io/library/rm-by-digest:a')?.digest ?? '';
+  const short = digest.slice('sha256:'.length, 'sha256:'.length + 12);
+  let r = await run(rmCommand, [short]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /is named .*rm-by-digest:a.*rm-by-digest:b.*with -f/);
+  r = await run(rmCommand, ['-f', short]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /Untagged: docker.io\/library\/rm-by-digest:a\nUntagged: docker.io\/library\/rm-by-digest:b\n/);
+});
+
 test('a mirror run that meets a missing image still reports every image, and exits with its kind', async () => {
   const h = reg.host;
   const r = await run(mirrorCommand, ['--to', `${h}/mirror-fail`, '--json', '--jobs', '1', `${h}/app:1`, `${h}/no/such:1`, `${h}/bx-a:v1`]);

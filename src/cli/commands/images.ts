@@ -37,7 +37,7 @@ export const imagesCommand: Command = {
   name: 'images',
   usage: '[OPTIONS]',
   summary: 'List the images in the local store',
-  description: 'Shows each tagged image with its digest, platforms and the size of its unique blobs.\nThe store lives at $ARCHWAY_HOME (default $XDG_DATA_HOME/archway or ~/.local/share/archway).',
+  description: 'Shows each tagged image with its digest, platforms and the size of all its blobs (blobs shared by\nimages count in each; `archway du` shows what the store holds). The store lives at $ARCHWAY_HOME\n(default $XDG_DATA_HOME/archway or ~/.local/share/archway).',
   options: {
     format: { type: 'string', help: 'FORMAT:table (default) or json' },
     'no-trunc': { type: 'boolean', help: 'show full names and digests' },
