@@ -5,7 +5,7 @@ import { validateImageTree } from '../image/index.js';
 import { ArchwayError } from '../util/index.js';
 import { createIndex, parseAnnotation, type IndexSource } from './index-create.js';
 import { MemoryTarget } from './memory.js';
-import { pushBuildxIndex, pushImage } from './fixtures.test-support.js';
+import { pushAttestation, pushBuildxIndex, pushImage } from './fixtures.test-support.js';
 
 function indexAt(t: MemoryTarget, tag: string): ImageIndex {
   const d = t.tags.get(tag);
@@ -184,4 +184,88 @@ test('an OCI 1.1 referrer (a manifest with subject) is kept with its subject, no
   const r = await createIndex([src(repo, 'withsig')], [{ input: 't', target: repo, reference: 't' }]);
   assert.deepEqual(r.entries.map((e) => e.platform), ['linux/amd64']);
   assert.deepEqual(r.entries[0]!.attestations, [md.digest]);
+});
+
+test('one image in two repositories: its attestation is read from the one that has it, in either order and with --append', async () => {
+  const app = new MemoryTarget('app');
+  const attapp = new MemoryTarget('attapp');
+  const img = await pushImage(app, 'linux/amd64', { tag: 'amd' });
+  const arm = await pushImage(app, 'linux/arm64', { tag: 'arm' });
+  assert.equal((await pushImage(attapp, 'linux/amd64')).digest, img.digest);
+  assert.equal((await pushImage(attapp, 'linux/arm64')).digest, arm.digest);
+  const att = await pushAttestation(attapp, img);
+  const armAtt = await pushAttestation(attapp, arm);
+  const { buildIndex } = await import('../image/index.js');
+  const one = buildIndex([img, att], { format: 'oci' });
+  await attapp.push(one.descriptor, one.raw);
+  await attapp.tag(one.descriptor, 'amd');
+  const both = buildIndex([img, arm, att, armAtt], { format: 'oci' });
+  await attapp.push(both.descriptor, both.raw);
+  await attapp.tag(both.descriptor, 'both');
+  for (const order of [[src(app, 'amd'), src(attapp, 'amd')], [src(attapp, 'amd'), src(app, 'amd')]]) {
+    const out = new MemoryTarget('out');
+    const r = await createIndex(order, [{ input: 'out:1', target: out, reference: '1' }]);
+    assert.deepEqual(indexAt(out, '1').manifests.map((d) => d.digest), [img.digest, att.digest]);
+    await validateImageTree(out, r.descriptor);
+  }
+  const r = await createIndex([src(app, 'arm')], [{ input: 'attapp:both', target: attapp, reference: 'both' }], { append: true });
+  assert.deepEqual(indexAt(attapp, 'both').manifests.map((d) => d.digest), [img.digest, arm.digest, att.digest, armAtt.digest]);
+  await validateImageTree(attapp, r.descriptor);
+});
+
+async function pushAnnotated(t: MemoryTarget, tag: string, platforms: string[], annotations: Record<string, string>, salt: string): Promise<{ raw: Buffer; digest: string }> {
+  const { descriptorFor } = await import('../oci/index.js');
+  const manifests = [];
+  for (const p of platforms) manifests.push({ ...(await pushImage(t, p, { salt })), platform: parsePlatform(p), annotations: { 'org.example.desc': p } });
+  // Indented, as buildx writes an index: archway never writes these bytes itself.
+  const raw = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests, annotations }, null, 2));
+  const d = descriptorFor(raw, MediaType.OciIndex);
+  await t.push(d, raw);
+  await t.tag(d, tag);
+  return { raw, digest: d.digest };
+}
+
+test('index annotations of source indexes: one alone is kept byte for byte; several keep what all agree on; --annotation adds', async () => {
+  const repo = new MemoryTarget('repo');
+  const out = new MemoryTarget('out');
+  const a = await pushAnnotated(repo, 'a', ['linux/amd64', 'linux/arm64'], { src: 'x', rev: '1' }, 'a');
+  await pushAnnotated(repo, 'b', ['linux/s390x'], { src: 'x', rev: '2' }, 'b');
+  let r = await createIndex([src(repo, 'a')], [{ input: 'out:1', target: out, reference: '1' }]);
+  assert.equal(r.descriptor.digest, a.digest);
+  assert.ok(out.blobs.get(a.digest)!.equals(a.raw));
+  await validateImageTree(out, r.descriptor);
+  r = await createIndex([src(repo, 'a')], [{ input: 'out:2', target: out, reference: '2' }], { annotations: ['index:extra=y'] });
+  assert.deepEqual(indexAt(out, '2').annotations, { src: 'x', rev: '1', extra: 'y' });
+  r = await createIndex([src(repo, 'a'), src(repo, 'b')], [{ input: 'out:3', target: out, reference: '3' }]);
+  assert.deepEqual(indexAt(out, '3').annotations, { src: 'x' });
+  assert.deepEqual(indexAt(out, '3').manifests.map((d) => d.annotations), [{ 'org.example.desc': 'linux/amd64' }, { 'org.example.desc': 'linux/arm64' }, { 'org.example.desc': 'linux/s390x' }]);
+  // Anything that changes the index writes a new one: here a platform taken out.
+  r = await createIndex([src(repo, 'a')], [{ input: 'out:4', target: out, reference: '4' }], { remove: [parsePlatform('linux/arm64')] });
+  assert.notEqual(r.descriptor.digest, a.digest);
+  assert.deepEqual(indexAt(out, '4').annotations, { src: 'x', rev: '1' });
+});
+
+test('a Docker manifest list never holds annotations', async () => {
+  const repo = new MemoryTarget('repo');
+  await pushImage(repo, 'linux/amd64', { tag: 'a', format: 'docker' });
+  await pushImage(repo, 'linux/arm64', { tag: 'b', format: 'docker' });
+  // Chosen by content: an OCI index instead, and why.
+  let r = await createIndex([src(repo, 'a'), src(repo, 'b')], [{ input: 't', target: repo, reference: 't' }], { annotations: ['manifest-descriptor[linux/arm64]:k=v'] });
+  assert.equal(r.descriptor.mediaType, MediaType.OciIndex);
+  assert.match(r.notes.join('\n'), /OCI index.*Docker manifest list cannot hold annotations/);
+  // Asked for: refused, naming the annotation, before anything is read or written.
+  const before = repo.pushes.length;
+  await assert.rejects(
+    createIndex([src(repo, 'a'), src(repo, 'b')], [{ input: 'u', target: repo, reference: 'u' }], { format: 'docker', annotations: ['index:k=v'] }),
+    (e: ArchwayError) => e.code === 'USAGE' && e.message.includes('index:k=v') && (e.hint ?? '').includes('--format oci'),
+  );
+  assert.equal(repo.pushes.length, before);
+  assert.equal(repo.tags.has('u'), false);
+  // Inherited (a source index's) under --format docker: dropped, said so.
+  await pushAnnotated(repo, 'ann', ['linux/amd64'], { src: 'x' }, 'ann');
+  r = await createIndex([src(repo, 'ann')], [{ input: 'd', target: repo, reference: 'd' }], { format: 'docker' });
+  assert.equal(r.descriptor.mediaType, MediaType.DockerManifestList);
+  assert.doesNotMatch(r.raw.toString(), /annotations/);
+  assert.match(r.notes.join('\n'), /dropped annotations/);
+  await validateImageTree(repo, r.descriptor);
 });

@@ -16,6 +16,7 @@ import { OciLayout } from '../../src/store/index.js';
 import { nullProgress } from '../../src/progress/index.js';
 import { ArchwayError } from '../../src/util/index.js';
 import { parseCommandArgs, type Command, type CommandContext } from '../../src/cli/command.js';
+import { makeProgress } from '../../src/cli/render.js';
 import { indexCommand } from '../../src/cli/commands/index-command.js';
 import { copyCommand } from '../../src/cli/commands/copy.js';
 import { inspectCommand } from '../../src/cli/commands/inspect.js';
@@ -32,8 +33,11 @@ interface Run {
   stderr: string;
 }
 
-/** Runs one of our commands in process, as main() would (exit code from the error's code). */
-async function run(cmd: Command, argv: string[]): Promise<Run> {
+/**
+ * Runs one of our commands in process, as main() would (exit code from the error's code).
+ * `progress: 'plain'` renders progress to stderr as `--progress plain` does, so stderr is what a user sees.
+ */
+async function run(cmd: Command, argv: string[], opts: { progress?: 'plain' } = {}): Promise<Run> {
   let c = cmd;
   let rest = argv;
   while (c.subcommands && rest[0]) {
@@ -48,7 +52,7 @@ async function run(cmd: Command, argv: string[]): Promise<Run> {
   const err = { write: (s: string | Buffer) => ((stderr += s.toString()), true) } as unknown as CommandContext['stderr'];
   try {
     const { values, positionals } = parseCommandArgs(c, rest, `archway ${cmd.name}`);
-    const ctx: CommandContext = { values, positionals, stdout: out, stderr: err, stdin: process.stdin, env: { ...process.env, ARCHWAY_HOME: join(work, 'home'), DOCKER_CONFIG: join(work, 'docker') }, signal: new AbortController().signal, progress: nullProgress, debug: false };
+    const ctx: CommandContext = { values, positionals, stdout: out, stderr: err, stdin: process.stdin, env: { ...process.env, ARCHWAY_HOME: join(work, 'home'), DOCKER_CONFIG: join(work, 'docker') }, signal: new AbortController().signal, progress: opts.progress ? makeProgress(opts.progress, err as unknown as NodeJS.WritableStream) : nullProgress, debug: false };
     const code = await (c.run as NonNullable<Command['run']>)(ctx);
     return { code, stdout, stderr };
   } catch (e) {
@@ -126,6 +130,44 @@ async function pushSingle(platform: string, ref: string, opts: { format?: Manife
   return dg.stdout.trim();
 }
 
+/** Writes a BuildKit-style provenance attestation manifest for `img` into a layout; returns its index entry. */
+async function writeAttestation(layout: OciLayout, img: Descriptor, ref: string, salt: string): Promise<Descriptor> {
+  const statement = encodeJson({ _type: 'https://in-toto.io/Statement/v0.1', predicateType: 'https://slsa.dev/provenance/v0.2', subject: [{ name: ref, digest: { sha256: img.digest.slice(7) } }], predicate: { salt } });
+  const layerDesc = descriptorFor(statement, MediaType.InTotoJson, { annotations: { 'in-toto.io/predicate-type': 'https://slsa.dev/provenance/v0.2' } });
+  const config = encodeJson({ architecture: 'unknown', os: 'unknown', config: {}, rootfs: { type: 'layers', diff_ids: [descriptorFor(statement, 'x').digest] } });
+  const configDesc = descriptorFor(config, MediaType.OciConfig);
+  const manifest = encodeJson({ schemaVersion: 2, mediaType: MediaType.OciManifest, config: configDesc, layers: [layerDesc] });
+  const md = descriptorFor(manifest, MediaType.OciManifest);
+  await layout.push(layerDesc, statement);
+  await layout.push(configDesc, config);
+  await layout.push(md, manifest);
+  return { ...md, platform: { os: 'unknown', architecture: 'unknown' }, annotations: { 'vnd.docker.reference.type': 'attestation-manifest', 'vnd.docker.reference.digest': img.digest } };
+}
+
+/**
+ * Writes an OCI index over `manifests` into the layout and pushes it (and all under it) to `ref`
+ * unchanged. `indent` writes it as buildx does (indented JSON), which archway never would.
+ */
+async function pushLayoutIndex(dir: string, layout: OciLayout, manifests: Descriptor[], ref: string, opts: { annotations?: Record<string, string>; indent?: boolean } = {}): Promise<Descriptor> {
+  const value = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests, ...(opts.annotations ? { annotations: opts.annotations } : {}) };
+  const raw = opts.indent ? Buffer.from(JSON.stringify(value, null, 2)) : encodeJson(value);
+  const d = descriptorFor(raw, MediaType.OciIndex);
+  await layout.push(d, raw);
+  const tag = `t${createHash('sha256').update(ref).digest('hex').slice(0, 8)}`;
+  await layout.tag(d, tag);
+  const r = skopeo(['copy', '--all', '--dest-tls-verify=false', '--preserve-digests', `oci:${dir}:${tag}`, `docker://${reg.host}/${ref}`]);
+  assert.equal(r.code, 0, r.stderr);
+  return d;
+}
+
+/** Pushes one image of a layout to `ref` unchanged. */
+async function pushLayoutImage(dir: string, layout: OciLayout, img: Descriptor, ref: string): Promise<void> {
+  const tag = `t${createHash('sha256').update(ref).digest('hex').slice(0, 8)}`;
+  await layout.tag(img, tag);
+  const r = skopeo(['copy', '--dest-tls-verify=false', '--preserve-digests', `oci:${dir}:${tag}`, `docker://${reg.host}/${ref}`]);
+  assert.equal(r.code, 0, r.stderr);
+}
+
 /** Pushes an index laid out as buildx writes one (images, then provenance attestations). */
 async function pushBuildx(platforms: string[], ref: string, salt: string): Promise<{ index: string; images: string[] }> {
   const dir = mkdtempSync(join(work, 'oci-'));
@@ -133,18 +175,7 @@ async function pushBuildx(platforms: string[], ref: string, salt: string): Promi
   const images: Descriptor[] = [];
   for (const p of platforms) images.push(await writeImage(layout, p, { salt }));
   const atts: Descriptor[] = [];
-  for (const img of images) {
-    const statement = encodeJson({ _type: 'https://in-toto.io/Statement/v0.1', predicateType: 'https://slsa.dev/provenance/v0.2', subject: [{ name: ref, digest: { sha256: img.digest.slice(7) } }], predicate: { salt } });
-    const layerDesc = descriptorFor(statement, MediaType.InTotoJson, { annotations: { 'in-toto.io/predicate-type': 'https://slsa.dev/provenance/v0.2' } });
-    const config = encodeJson({ architecture: 'unknown', os: 'unknown', config: {}, rootfs: { type: 'layers', diff_ids: [descriptorFor(statement, 'x').digest] } });
-    const configDesc = descriptorFor(config, MediaType.OciConfig);
-    const manifest = encodeJson({ schemaVersion: 2, mediaType: MediaType.OciManifest, config: configDesc, layers: [layerDesc] });
-    const md = descriptorFor(manifest, MediaType.OciManifest);
-    await layout.push(layerDesc, statement);
-    await layout.push(configDesc, config);
-    await layout.push(md, manifest);
-    atts.push({ ...md, platform: { os: 'unknown', architecture: 'unknown' }, annotations: { 'vnd.docker.reference.type': 'attestation-manifest', 'vnd.docker.reference.digest': img.digest } });
-  }
+  for (const img of images) atts.push(await writeAttestation(layout, img, ref, salt));
   const idx = buildIndex([...images, ...atts], { format: 'oci' });
   await layout.push(idx.descriptor, idx.raw);
   await layout.tag(idx.descriptor, 'v');
@@ -410,4 +441,115 @@ test('pull into the store under the image name, push back out (all platforms pul
   r = await run(pushCommand, [`${h}/app:1`, `${h}/pushed/app:1`]);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(rawBytes(`${h}/pushed/app:1`), rawBytes(`${h}/app:1`));
+});
+
+test('one image from two repositories: its attestation is read from the repository that has it (create, and --append onto an index holding it)', async () => {
+  const h = reg.host;
+  const dir = mkdtempSync(join(work, 'oci-'));
+  const layout = await OciLayout.open(dir, { create: true });
+  const amd = await writeImage(layout, 'linux/amd64', { salt: 'shared' });
+  const arm = await writeImage(layout, 'linux/arm64', { salt: 'shared' });
+  await pushLayoutImage(dir, layout, amd, 'app:sh-amd64');
+  await pushLayoutImage(dir, layout, arm, 'app:sh-arm64');
+  const amdAtt = await writeAttestation(layout, amd, 'attapp', 'shared');
+  const armAtt = await writeAttestation(layout, arm, 'attapp', 'shared');
+  await pushLayoutIndex(dir, layout, [amd, amdAtt], 'attapp:amd');
+  await pushLayoutIndex(dir, layout, [amd, arm, amdAtt, armAtt], 'attapp:both');
+  // Either order: the image is in app and attapp, its attestation in attapp only.
+  for (const [tag, srcs] of [['1', [`${h}/app:sh-amd64`, `${h}/attapp:amd`]], ['2', [`${h}/attapp:amd`, `${h}/app:sh-amd64`]]] as const) {
+    const r = await run(indexCommand, ['create', '-t', `${h}/newrepo:${tag}`, ...srcs]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(rawManifest(`${h}/newrepo:${tag}`).manifests!.map((d) => d.digest), [amd.digest, amdAtt.digest]);
+    const judge = skopeo(['copy', '--all', '--src-tls-verify=false', `docker://${h}/newrepo:${tag}`, `oci:${join(work, `judge-two-repos-${tag}`)}:x`]);
+    assert.equal(judge.code, 0, judge.stderr);
+  }
+  // --append of an image the target index already holds (with its attestation), named in another repository.
+  const r = await run(indexCommand, ['create', '--append', '-t', `${h}/attapp:both`, `${h}/app:sh-arm64`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(rawManifest(`${h}/attapp:both`).manifests!.map((d) => d.digest), [amd.digest, arm.digest, amdAtt.digest, armAtt.digest]);
+  // And into a third repository: every manifest and blob comes from a repository that has it.
+  const r2 = await run(indexCommand, ['create', '-t', `${h}/third:1`, `${h}/app:sh-arm64`, `${h}/attapp:both`]);
+  assert.equal(r2.code, 0, r2.stderr);
+  const judge = skopeo(['copy', '--all', '--src-tls-verify=false', `docker://${h}/third:1`, `oci:${join(work, 'judge-third')}:x`]);
+  assert.equal(judge.code, 0, judge.stderr);
+});
+
+/** An OCI index with index and descriptor annotations, written indented (as buildx writes one). */
+async function pushAnnotatedIndex(ref: string, platforms: string[], annotations: Record<string, string>, salt: string): Promise<{ images: Descriptor[] }> {
+  const dir = mkdtempSync(join(work, 'oci-'));
+  const layout = await OciLayout.open(dir, { create: true });
+  const images: Descriptor[] = [];
+  for (const p of platforms) {
+    const d = await writeImage(layout, p, { salt });
+    images.push({ ...d, platform: parsePlatform(p), annotations: { 'org.opencontainers.image.description': `for ${p}` } });
+  }
+  await pushLayoutIndex(dir, layout, images, ref, { annotations, indent: true });
+  return { images };
+}
+
+test('a source index keeps its annotations: one source index alone is copied byte for byte; several keep what they agree on', async () => {
+  const h = reg.host;
+  const ann = { 'org.opencontainers.image.source': 'https://example.com/app', 'org.opencontainers.image.revision': 'abc' };
+  await pushAnnotatedIndex('app:ann', ['linux/amd64', 'linux/arm64'], ann, 'ann');
+  let r = await run(indexCommand, ['create', '-t', `${h}/copy:1`, `${h}/app:ann`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(rawBytes(`${h}/copy:1`), rawBytes(`${h}/app:ann`), 'a single source index is copied as it is');
+  // Another repository, through --dry-run: the same bytes.
+  r = await run(indexCommand, ['create', '--dry-run', '-t', `${h}/copy:dry`, `${h}/app:ann`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), JSON.parse(rawBytes(`${h}/app:ann`)));
+  // With an --annotation: the source's and the given one.
+  r = await run(indexCommand, ['create', '-t', `${h}/copy:2`, `${h}/app:ann`, '--annotation', 'index:org.example.extra=1']);
+  assert.equal(r.code, 0, r.stderr);
+  const two = rawManifest(`${h}/copy:2`);
+  assert.deepEqual(two.annotations, { ...ann, 'org.example.extra': '1' });
+  assert.equal(two.manifests![1]!.annotations?.['org.opencontainers.image.description'], 'for linux/arm64');
+  // One source index and a single image: the index's annotations.
+  r = await run(indexCommand, ['create', '-t', `${h}/copy:3`, `${h}/app:ann`, `${h}/app:1-armv7`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(rawManifest(`${h}/copy:3`).annotations, ann);
+  // Two source indexes: the annotations both have, with the same value.
+  await pushAnnotatedIndex('app:ann2', ['linux/s390x'], { 'org.opencontainers.image.source': 'https://example.com/app', 'org.opencontainers.image.revision': 'def' }, 'ann2');
+  r = await run(indexCommand, ['create', '-t', `${h}/copy:4`, `${h}/app:ann`, `${h}/app:ann2`]);
+  assert.equal(r.code, 0, r.stderr);
+  const four = rawManifest(`${h}/copy:4`);
+  assert.deepEqual(platformsOf(four), ['linux/amd64', 'linux/arm64', 'linux/s390x']);
+  assert.deepEqual(four.annotations, { 'org.opencontainers.image.source': 'https://example.com/app' });
+});
+
+test('annotations never go into a Docker manifest list: OCI index instead (said why), refused with --format docker, inherited ones dropped (said so)', async () => {
+  const h = reg.host;
+  await pushSingle('linux/amd64', 'dockann:amd64', { format: 'docker', salt: 'dockann' });
+  await pushSingle('linux/arm64', 'dockann:arm64', { format: 'docker', salt: 'dockann' });
+  // Docker images and an annotation: an OCI index, and a note saying why.
+  let r = await run(indexCommand, ['create', '-t', `${h}/dockann:auto`, `${h}/dockann:amd64`, `${h}/dockann:arm64`, '--annotation', 'index:org.example.a=1'], { progress: 'plain' });
+  assert.equal(r.code, 0, r.stderr);
+  let idx = rawManifest(`${h}/dockann:auto`);
+  assert.equal(idx.mediaType, MediaType.OciIndex);
+  assert.deepEqual(idx.annotations, { 'org.example.a': '1' });
+  assert.match(r.stderr, /OCI index.*Docker manifest list cannot hold annotations/);
+  // The same with --format docker: refused, naming the annotation, nothing tagged.
+  r = await run(indexCommand, ['create', '--format', 'docker', '-t', `${h}/dockann:refused`, `${h}/dockann:amd64`, `${h}/dockann:arm64`, '--annotation', 'manifest-descriptor[linux/arm64]:org.example.b=2']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /manifest-descriptor\[linux\/arm64\]:org\.example\.b=2/);
+  assert.match(r.stderr, /--format oci/);
+  assert.equal(await tagExists('dockann', 'refused'), false);
+  // --format docker of an index with index and descriptor annotations: a Docker list without them, and a note.
+  await pushAnnotatedIndex('dockann:src', ['linux/amd64', 'linux/arm64'], { 'org.opencontainers.image.source': 'https://example.com/app' }, 'dockann-src');
+  r = await run(indexCommand, ['create', '--format', 'docker', '-t', `${h}/dockann:list`, `${h}/dockann:src`], { progress: 'plain' });
+  assert.equal(r.code, 0, r.stderr);
+  const raw = rawBytes(`${h}/dockann:list`);
+  idx = JSON.parse(raw) as typeof idx;
+  assert.equal(idx.mediaType, MediaType.DockerManifestList);
+  assert.doesNotMatch(raw, /annotations/);
+  assert.match(r.stderr, /dropped annotations.*org\.opencontainers\.image\.source.*org\.opencontainers\.image\.description/);
+  const judge = skopeo(['copy', '--all', '--src-tls-verify=false', `docker://${h}/dockann:list`, `oci:${join(work, 'judge-dockann')}:x`]);
+  assert.equal(judge.code, 0, judge.stderr);
+});
+
+test('each note of index create is printed once', async () => {
+  const h = reg.host;
+  const r = await run(indexCommand, ['create', '--dry-run', '-t', `${h}/notes:1`, `${h}/app:1-amd64`, `${h}/app:1-arm64`, '--remove', 'linux/amd64'], { progress: 'plain' });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stderr.split('\n').filter((l) => l.includes('removed linux/amd64')).length, 1, r.stderr);
 });

@@ -37,7 +37,9 @@ const createCommand: Command = {
   description: `Each SRC is a tag, a digest or a whole index (whose platforms and attestations are merged).
 A single image's platform is read from its config; --platform-for SRC=PLATFORM states it, and
 a disagreement with the config is an error unless --force-platform. Images in other repositories
-or registries are copied into TARGET's repository first; the tag is written last.
+or registries are copied into TARGET's repository first; the tag is written last. A single source
+index that nothing changes is copied as it is (same digest); index annotations are kept from the
+index appended to, else from the source indexes (those they all agree on), and --annotation adds.
 
 Examples:
   archway index create -t reg/app:1 reg/app:1-amd64 reg/app:1-arm64 reg/app:1-armv7
@@ -54,7 +56,7 @@ Examples:
     remove: { type: 'string', multiple: true, help: 'PLATFORM:take this platform out' },
     annotation: { type: 'string', multiple: true, help: 'ANNOTATION:[index:|manifest-descriptor[PLATFORM]:]KEY=VALUE' },
     'dry-run': { type: 'boolean', help: 'print the index and push nothing' },
-    format: { type: 'string', help: 'FORMAT:oci or docker (default: docker when every image is a Docker manifest)' },
+    format: { type: 'string', help: 'FORMAT:oci or docker (default: that of the index appended to or copied, else docker when all images are Docker manifests and nothing needs OCI: attestations, annotations)' },
     'no-attestations': { type: 'boolean', help: 'drop the attestations of source indexes' },
     duplicates: { type: 'string', default: 'error', help: 'POLICY:two sources for one platform: error, first or last' },
     'from-spec': { type: 'string', help: "FILE:manifest-tool's YAML spec (image, tags, manifests)" },
@@ -124,7 +126,7 @@ Examples:
       duplicates,
       concurrency: intOpt(ctx, 'concurrency', 4, cmd),
     });
-    for (const n of r.notes) ctx.stderr.write(`note: ${n}\n`);
+    // Notes (r.notes) reached stderr already, through ctx.progress, as they happened.
     if (dryRun) {
       ctx.stdout.write(`${JSON.stringify(JSON.parse(r.raw.toString('utf8')), null, 2)}\n`);
       return 0;
