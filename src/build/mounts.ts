@@ -21,7 +21,7 @@ import * as path from 'node:path';
 import { ArchwayError, isErrnoException, runTool } from '../util/index.js';
 import type { CopySource, Mount } from '../graph/index.js';
 import type { SandboxBind } from '../sandbox/index.js';
-import { withLock, type Store } from '../store/index.js';
+import { tempName, withLock, type Store } from '../store/index.js';
 import { expandSource, resolveInRoot, type SourceTree } from './context.js';
 import { stageCopy } from './copy.js';
 import { withMergedRoot } from './rootfs.js';
@@ -104,9 +104,10 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
+/** A working directory in the store's tmp, named for this process: prune leaves it alone while we live. */
 async function tempDir(store: Store, prefix: string): Promise<string> {
   await fs.mkdir(store.tmpDir, { recursive: true });
-  return fs.mkdtemp(path.join(store.tmpDir, prefix));
+  return fs.mkdtemp(path.join(store.tmpDir, tempName(prefix)));
 }
 
 async function bindMount<T>(env: MountEnv, m: Mount, target: string, next: (b: SandboxBind) => Promise<T>): Promise<T> {
@@ -238,7 +239,7 @@ async function createCacheDir(env: MountEnv, m: Mount, dir: string): Promise<voi
 async function withTmpfs<T>(env: MountEnv, size: number | undefined, fn: (dir: string) => Promise<T>, mode = '1777'): Promise<T> {
   const scratch = path.join(env.store.tmpDir, 'mounts');
   await fs.mkdir(scratch, { recursive: true });
-  const dir = await fs.mkdtemp(path.join(scratch, 'tmpfs-'));
+  const dir = await fs.mkdtemp(path.join(scratch, tempName('tmpfs-')));
   try {
     await runTool('mount', ['-t', 'tmpfs', '-o', `nosuid,nodev,mode=${mode}${size ? `,size=${size}` : ''}`, 'tmpfs', dir], { code: 'SANDBOX' });
     try {

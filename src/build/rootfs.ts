@@ -14,6 +14,7 @@ import {
   type SandboxOptions,
   type SandboxResult,
 } from '../sandbox/index.js';
+import { tempName, tempOwnerAlive } from '../store/index.js';
 import { cleanSourcePath } from './context.js';
 
 /**
@@ -63,7 +64,7 @@ const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 export async function withMergedRoot<T>(snapshots: readonly string[], scratch: string, fn: (root: string) => Promise<T>, driver?: RootfsDriver): Promise<T> {
   if (snapshots.length === 1) return fn(snapshots[0] as string);
   await fs.mkdir(scratch, { recursive: true });
-  const dir = await fs.mkdtemp(path.join(scratch, 'merged-'));
+  const dir = await fs.mkdtemp(path.join(scratch, tempName('merged-')));
   try {
     if (snapshots.length === 0) return await fn(dir);
     const how = await useCopy(driver);
@@ -142,7 +143,10 @@ export async function runStep(opts: SandboxOptions & { layers: string[]; upperDi
   return { result, driver: 'copy', writeLayer: (file, o) => writeLayerFromDiff(before, root, file, o) };
 }
 
-/** Unmounts what a crashed archway left mounted under `scratch`. */
+/**
+ * Unmounts what a crashed archway left mounted under `scratch`; the mounts of live processes (a
+ * concurrent build's, named for their owner by tempName) stay.
+ */
 export async function cleanStaleMounts(scratch: string): Promise<void> {
   let text: string;
   try {
@@ -155,6 +159,7 @@ export async function cleanStaleMounts(scratch: string): Promise<void> {
     .split('\n')
     .map((l) => l.split(' ')[4])
     .filter((m): m is string => m !== undefined && (m + path.sep).startsWith(prefix))
+    .filter((m) => !tempOwnerAlive(m.slice(prefix.length).split(path.sep)[0] ?? '', Date.now()))
     .sort((a, b) => b.length - a.length);
   for (const m of mounts) await runTool('umount', ['-l', m], { code: 'SANDBOX' }).catch(() => undefined);
 }

@@ -14,7 +14,7 @@ import {
 import type { ProgressSink } from '../progress/index.js';
 import { applyLayer, writeLayerFromDirectory, type LayerInfo } from '../layer/index.js';
 import { emptyConfig, type ContentSource, type LayerRef, type LoadedImage } from '../image/index.js';
-import type { Store } from '../store/index.js';
+import { tempName, type Store } from '../store/index.js';
 import type { AddStep, CopySource, CopyStep, RunStep, StageNode, Step } from '../graph/index.js';
 import { cleanSourcePath, digestSources, expandSource, type SourceTree } from './context.js';
 import { digestCopySources, expandCopySource, parseChmod, parseChown, stageCopy, type ChmodRule, type CopySourceEntry } from './copy.js';
@@ -428,9 +428,10 @@ export class Solver {
     return { descriptor, diffID: info.diffID };
   }
 
+  /** A working directory in the store's tmp, named for this process: prune leaves it alone while we live. */
   private async tempDir(prefix: string): Promise<string> {
     await fs.mkdir(this.o.store.tmpDir, { recursive: true });
-    return fs.mkdtemp(path.join(this.o.store.tmpDir, prefix));
+    return fs.mkdtemp(path.join(this.o.store.tmpDir, tempName(prefix)));
   }
 
   // ------------------------------------------------------------------ RUN

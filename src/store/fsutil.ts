@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync } from 'node:fs';
-import { link, lstat, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { link, lstat, mkdir, open, readdir, readFile, realpath, rename, rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ArchwayError, errorMessage, isErrnoException, sleep, throwIfAborted } from '../util/index.js';
 
@@ -9,30 +9,85 @@ export interface SignalOptions {
 }
 
 /**
- * A temp file name that says who wrote it: `<pid>.<random>.<suffix>`. Prune removes the temp files
- * of writers that are gone (see `tempOwnerAlive`).
+ * When a process started, in clock ticks since boot (field 22 of /proc/PID/stat), or undefined
+ * where that cannot be read (not Linux, no /proc, the process is gone). Two processes that ever
+ * had the same pid have different start times, so (pid, start) names one process for good.
+ */
+export function processStartTicks(pid: number): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch {
+    return undefined;
+  }
+  // The command name (field 2) is in parentheses and may hold spaces or ')': split after the last ')'.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const start = fields[19];
+  return start !== undefined && /^\d+$/.test(start) ? start : undefined;
+}
+
+let ownStart: string | null | undefined;
+function ownStartTicks(): string | undefined {
+  if (ownStart === undefined) ownStart = processStartTicks(process.pid) ?? null;
+  return ownStart ?? undefined;
+}
+
+/**
+ * A temp file name that says who wrote it: `<pid>.<random>.s<start>.<suffix>`, where `<start>` is
+ * when the writer started (see processStartTicks; left out where it is not known). Prune removes the
+ * temp files of writers that are gone (see `tempOwnerAlive`); the start time tells a writer apart
+ * from a later process that was given the same pid. Every file and directory archway makes in the
+ * store's tmp directories is named with this.
  */
 export function tempName(suffix: string): string {
-  return `${process.pid}.${randomBytes(8).toString('hex')}.${suffix}`;
+  const start = ownStartTicks();
+  return `${process.pid}.${randomBytes(8).toString('hex')}.${start !== undefined ? `s${start}.` : ''}${suffix}`;
+}
+
+const TEMP_OWNER = /^(\d+)\.[0-9a-f]{16}\.(?:s(\d+)\.)?/;
+
+/** Who wrote a temp name: its pid, and its start time when the name has one; undefined when it is not one of ours. */
+export function tempOwnerOf(name: string): { pid: number; start?: string } | undefined {
+  const m = TEMP_OWNER.exec(name);
+  if (!m) return undefined;
+  const pid = Number(m[1]);
+  if (!Number.isSafeInteger(pid) || pid <= 0) return undefined;
+  return m[2] !== undefined ? { pid, start: m[2] } : { pid };
 }
 
 /** The pid a temp name was written by, or undefined when it is not one of ours. */
 export function tempOwner(name: string): number | undefined {
-  const m = /^(\d+)\.[0-9a-f]{16}\./.exec(name);
-  if (!m) return undefined;
-  const pid = Number(m[1]);
-  return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
+  return tempOwnerOf(name)?.pid;
 }
 
-/** Whether a process with this pid exists (EPERM means it does, owned by someone else). */
-export function pidAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
+/**
+ * Whether a process with this pid exists (EPERM means it does, owned by someone else). With `start`
+ * (processStartTicks of the process meant), a process that has the pid but started at another time
+ * is a later one that was given a dead writer's pid: not alive.
+ */
+export function pidAlive(pid: number, start?: string): boolean {
+  if (pid === process.pid) return start === undefined || ownStartTicks() === undefined || start === ownStartTicks();
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
-    return isErrnoException(e, 'EPERM');
+    if (!isErrnoException(e, 'EPERM')) return false;
   }
+  if (start === undefined) return true;
+  const now = processStartTicks(pid);
+  // Unreadable (another pid namespace's /proc, hidepid): the pid is alive, assume it is the writer.
+  return now === undefined || now === start;
+}
+
+/**
+ * Whether the writer of the temp `name` may still be using it: its pid is alive and (when the name
+ * records one) has the same start time. Names that record no start time (older writers, the
+ * sandbox's) count as dead after `staleMs` without a change too, for their pid may have been reused.
+ */
+export function tempOwnerAlive(name: string, mtimeMs: number, staleMs = 24 * 3600 * 1000): boolean {
+  const owner = tempOwnerOf(name);
+  if (!owner) return false;
+  if (!pidAlive(owner.pid, owner.start)) return false;
+  return owner.start !== undefined || Date.now() - mtimeMs <= staleMs;
 }
 
 /** Temp paths this process is writing right now; prune in the same process leaves them alone. */
@@ -116,11 +171,18 @@ export async function pathExists(path: string): Promise<boolean> {
   }
 }
 
-/** Total bytes and file count under a path, without following links. */
-export async function treeSize(path: string): Promise<{ bytes: number; files: number }> {
+/**
+ * Total bytes and file count under a path, without following links. Directories count their own
+ * size too (a tree of empty directories is not 0 bytes on disk), and a file with several hard
+ * links once. With `freed`, a hard-linked file counts only when all its links are in the tree:
+ * the bytes that removing the tree gives back (a tree of links into snapshots frees nothing).
+ */
+export async function treeSize(path: string, opts: { freed?: boolean; skip?: ReadonlySet<string> } = {}): Promise<{ bytes: number; files: number }> {
   let bytes = 0;
   let files = 0;
+  const linked = new Map<string, { size: number; nlink: number; seen: number }>();
   const walk = async (p: string): Promise<void> => {
+    if (opts.skip?.has(p)) return;
     let st;
     try {
       st = await lstat(p);
@@ -128,6 +190,7 @@ export async function treeSize(path: string): Promise<{ bytes: number; files: nu
       return;
     }
     if (st.isDirectory()) {
+      bytes += st.size;
       let names: string[] = [];
       try {
         names = await readdir(p);
@@ -135,48 +198,133 @@ export async function treeSize(path: string): Promise<{ bytes: number; files: nu
         return;
       }
       for (const n of names) await walk(join(p, n));
-    } else {
-      bytes += st.size;
-      files++;
+      return;
     }
+    files++;
+    if (st.nlink > 1) {
+      const key = `${st.dev}:${st.ino}`;
+      const l = linked.get(key);
+      if (l) l.seen++;
+      else linked.set(key, { size: st.size, nlink: st.nlink, seen: 1 });
+    } else bytes += st.size;
   };
   await walk(path);
+  for (const l of linked.values()) if (!opts.freed || l.seen >= l.nlink) bytes += l.size;
   return { bytes, files };
 }
 
+/** Directories in a tmp dir that many writers share (their entries are temps, named by owner). */
+const SHARED_TEMP_DIRS = new Set(['mounts']);
+
 /**
- * Removes temp files and directories in `dir` whose writer is gone: the pid in the name is dead,
- * or the entry has not changed for `staleMs`. Entries this process is writing are kept.
+ * How many temp entries `dir` holds (those of shared directories one by one, as cleanTemps counts
+ * them) and their bytes; what is mounted in them (a build's read-only view of snapshots) is not theirs.
+ */
+export async function tempUsage(dir: string): Promise<{ count: number; bytes: number }> {
+  let real: string;
+  try {
+    real = await realpath(dir);
+  } catch {
+    return { count: 0, bytes: 0 };
+  }
+  const skip = new Set((await mountPoints()).filter((m) => m.startsWith(`${real}/`)).map((m) => join(dir, m.slice(real.length + 1))));
+  const usage = async (d: string): Promise<{ count: number; bytes: number }> => {
+    let names: string[];
+    try {
+      names = await readdir(d);
+    } catch {
+      return { count: 0, bytes: 0 };
+    }
+    let count = 0;
+    let bytes = 0;
+    for (const name of names) {
+      const p = join(d, name);
+      if (d === dir && SHARED_TEMP_DIRS.has(name)) {
+        const inner = await usage(p);
+        count += inner.count;
+        bytes += inner.bytes;
+        continue;
+      }
+      count++;
+      bytes += (await treeSize(p, { skip })).bytes;
+    }
+    return { count, bytes };
+  };
+  return usage(dir);
+}
+
+/** Mount points of this mount namespace (decoded), for not removing through a mount. */
+async function mountPoints(): Promise<string[]> {
+  let text: string;
+  try {
+    text = await readFile('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return [];
+  }
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const m = line.split(' ')[4];
+    if (m) out.push(m.replace(/\\([0-7]{3})/g, (_x, o: string) => String.fromCharCode(parseInt(o, 8))));
+  }
+  return out;
+}
+
+/**
+ * Removes temp files and directories in `dir` whose writer is gone (see tempOwnerAlive): the
+ * writer's pid is dead or now belongs to a later process; a name that says nothing of its writer
+ * is not one archway makes and goes too. Entries this process is writing are kept, and so is
+ * anything something is mounted on (a crashed build's mount is unmounted by the next build). In a
+ * shared directory (`mounts`) the same applies to each entry. Bytes are those the removal frees.
  */
 export async function cleanTemps(dir: string, opts: { staleMs?: number; dryRun?: boolean } = {}): Promise<{ removed: number; bytes: number }> {
-  const staleMs = opts.staleMs ?? 24 * 3600 * 1000;
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch (e) {
-    if (isErrnoException(e, 'ENOENT')) return { removed: 0, bytes: 0 };
-    throw e;
-  }
-  let removed = 0;
-  let bytes = 0;
-  for (const name of names) {
-    const p = join(dir, name);
-    if (activeTemps.has(p)) continue;
-    const pid = tempOwner(name);
-    let st;
+  let mounts: string[] | undefined;
+  const mounted = async (p: string): Promise<boolean> => {
+    mounts ??= await mountPoints();
+    return mounts.some((m) => m === p || m.startsWith(`${p}/`));
+  };
+  const clean = async (d: string, shared: boolean): Promise<{ removed: number; bytes: number }> => {
+    let names: string[];
+    let real: string;
     try {
-      st = await lstat(p);
-    } catch {
-      continue;
+      names = await readdir(d);
+      real = await realpath(d); // as mountinfo spells it
+    } catch (e) {
+      if (isErrnoException(e, 'ENOENT') || isErrnoException(e, 'ENOTDIR')) return { removed: 0, bytes: 0 };
+      throw e;
     }
-    const dead = pid === undefined || !pidAlive(pid) || Date.now() - st.mtimeMs > staleMs;
-    if (!dead) continue;
-    const size = st.isDirectory() ? (await treeSize(p)).bytes : st.size;
-    if (!opts.dryRun) await rm(p, { recursive: true, force: true });
-    removed++;
-    bytes += size;
-  }
-  return { removed, bytes };
+    let removed = 0;
+    let bytes = 0;
+    for (const name of names) {
+      const p = join(d, name);
+      if (activeTemps.has(p)) continue;
+      let st;
+      try {
+        st = await lstat(p);
+      } catch {
+        continue;
+      }
+      if (!shared && SHARED_TEMP_DIRS.has(name) && st.isDirectory()) {
+        const r = await clean(p, true);
+        removed += r.removed;
+        bytes += r.bytes;
+        continue;
+      }
+      if (tempOwnerAlive(name, st.mtimeMs, opts.staleMs)) continue;
+      if (await mounted(join(real, name))) continue;
+      const size = st.isDirectory() ? (await treeSize(p, { freed: true })).bytes : st.nlink > 1 ? 0 : st.size;
+      if (!opts.dryRun) {
+        try {
+          await rm(p, { recursive: true, force: true });
+        } catch {
+          continue; // not ours to remove (another user's), or busy: left for a later prune
+        }
+      }
+      removed++;
+      bytes += size;
+    }
+    return { removed, bytes };
+  };
+  return clean(dir, false);
 }
 
 // ---------------------------------------------------------------- locks

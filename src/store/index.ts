@@ -10,4 +10,5 @@ export {
   type DiskUsage,
   type CountBytes,
 } from './store.js';
-export { withLock, writeFileAtomic, cleanTemps, tempName, pidAlive, type LockOptions, type SignalOptions } from './fsutil.js';
+export { withLock, writeFileAtomic, cleanTemps, tempName, tempOwnerOf, tempOwnerAlive, pidAlive, processStartTicks, type LockOptions, type SignalOptions } from './fsutil.js';
+export { type Lease, type LeaseContent, type LeasedContent } from './leases.js';

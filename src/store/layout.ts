@@ -326,8 +326,8 @@ export class OciLayout implements ContentTarget {
   }
 
   /** Runs `fn` holding the layout's index lock (for GC and for read-modify-write of index.json). */
-  async withIndexLock<T>(fn: () => Promise<T>, opts: SignalOptions = {}): Promise<T> {
-    return withLock(join(this.dir, 'index.json.lock'), fn, this.lockOptions(opts));
+  async withIndexLock<T>(fn: () => Promise<T>, opts: SignalOptions & { timeoutMs?: number } = {}): Promise<T> {
+    return withLock(join(this.dir, 'index.json.lock'), fn, { ...this.lockOptions(opts), ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) });
   }
 
   private async updateIndex(change: (index: ImageIndex) => boolean, opts: SignalOptions): Promise<boolean> {

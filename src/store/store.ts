@@ -18,8 +18,9 @@ import {
 import { formatReference, parseReference, withDefaultTag } from '../ref/index.js';
 import { ArchwayError, isErrnoException, LIMITS, SingleFlight, throwIfAborted } from '../util/index.js';
 import { isIndex, loadImage, platformManifests, readManifestOrIndex, type CallOptions, type ContentTarget } from '../image/index.js';
-import { activeTemps, cleanTemps, pathExists, storageError, tempName, treeSize, writeFileAtomic, type SignalOptions } from './fsutil.js';
+import { activeTemps, cleanTemps, pathExists, storageError, tempName, tempUsage, treeSize, writeFileAtomic, type SignalOptions } from './fsutil.js';
 import { OciLayout, type TaggedEntry } from './layout.js';
+import { Leases, type Lease, type LeaseContent } from './leases.js';
 
 /**
  * Where the store lives: `$ARCHWAY_HOME`, else `$XDG_DATA_HOME/archway`, else `~/.local/share/archway`.
@@ -96,6 +97,8 @@ export interface DiskUsage {
 
 const snapshotFlights = new SingleFlight<string>();
 
+const LEASE_LOCK_TIMEOUT_MS = 10 * 60 * 1000;
+
 /**
  * archway's local content store: an OCI layout at `<home>/content` whose index.json names images by
  * full normalized reference, plus unpacked layer snapshots by diffID and the builder's cache records.
@@ -104,10 +107,13 @@ export class Store implements ContentTarget {
   readonly name = 'store';
   readonly home: string;
   readonly layout: OciLayout;
+  private readonly leases: Leases;
 
   private constructor(home: string, layout: OciLayout) {
     this.home = home;
     this.layout = layout;
+    // The lease is written under the lock prune holds; a long prune is waited for, not failed on.
+    this.leases = new Leases(join(home, 'leases'), this.tmpDir, (fn, opts) => layout.withIndexLock(fn, { ...opts, timeoutMs: LEASE_LOCK_TIMEOUT_MS }));
   }
 
   static async open(opts: StoreOptions = {}): Promise<Store> {
@@ -293,6 +299,20 @@ export class Store implements ContentTarget {
     return out;
   }
 
+  // ------------------------------------------------------------ leases
+
+  /**
+   * Keeps snapshots (by diffID) and blobs from `prune` while this process uses them, whether or not
+   * an image still names them: until the lease is released, or this process ends (a crashed
+   * process's lease is ignored). Take it before looking the content up or unpacking it:
+   *
+   *   const lease = await store.lease({ snapshots: diffIDs, blobs: layerDigests });
+   *   try { ... ensureSnapshot ..., run ... } finally { await lease.release(); }
+   */
+  lease(content: LeaseContent, opts: SignalOptions = {}): Promise<Lease> {
+    return this.leases.acquire(content, opts);
+  }
+
   // ------------------------------------------------------------ cache records
 
   private cacheRecordPath(key: string): string {
@@ -374,8 +394,9 @@ export class Store implements ContentTarget {
 
   /**
    * Removes blobs not reachable from a tagged image or a cache record, snapshots whose diffID no
-   * reachable config or cache record names, and temp files of writers that are gone. Holds the
-   * index lock so no tag changes meanwhile.
+   * reachable config or cache record names, and temp files of writers that are gone. What a live
+   * process holds a lease on (see `lease`) stays. Holds the index lock so no tag changes and no
+   * lease is taken meanwhile.
    */
   async prune(opts: PruneOptions = {}): Promise<PruneResult> {
     const grace = opts.gracePeriodMs ?? 10 * 60 * 1000;
@@ -393,10 +414,13 @@ export class Store implements ContentTarget {
         if (size !== undefined) roots.push({ mediaType: 'application/octet-stream', digest: d, size });
       }
       const reach = await this.layout.reachable(roots, opts);
+      // What running containers and builds use stays, named or not (their leases are on disk
+      // before they look for it, and cannot be written while this holds the index lock).
+      const leased = await this.leases.active({ ...opts, keepDead: dryRun });
       const result: PruneResult = { blobs: { count: 0, bytes: 0 }, buildCache: { count: buildCache.count, bytes: buildCache.bytes }, snapshots: { count: 0, bytes: 0 }, temp: { count: 0, bytes: 0 }, totalBytes: 0, dryRun };
       for (const b of blobs) {
         throwIfAborted(opts.signal);
-        if (reach.blobs.has(b.digest) || now - b.mtimeMs < grace) continue;
+        if (reach.blobs.has(b.digest) || leased.blobs.has(b.digest) || now - b.mtimeMs < grace) continue;
         if (dryRun || (await this.layout.deleteBlob(b.digest))) {
           result.blobs.count++;
           result.blobs.bytes += b.size;
@@ -404,7 +428,7 @@ export class Store implements ContentTarget {
       }
       for (const id of await this.listSnapshots()) {
         throwIfAborted(opts.signal);
-        if (reach.diffIDs.has(id) || cacheDigests.has(id)) continue;
+        if (reach.diffIDs.has(id) || cacheDigests.has(id) || leased.snapshots.has(id)) continue;
         const p = this.snapshotPath(id);
         let mtime = 0;
         try {
@@ -413,7 +437,7 @@ export class Store implements ContentTarget {
           continue;
         }
         if (now - mtime < grace) continue;
-        const size = await treeSize(p);
+        const size = await treeSize(p, { freed: true });
         if (!dryRun) await rm(p, { recursive: true, force: true });
         result.snapshots.count++;
         result.snapshots.bytes += size.bytes;
@@ -423,6 +447,7 @@ export class Store implements ContentTarget {
         result.temp.count += t.removed;
         result.temp.bytes += t.bytes;
       }
+      result.temp.count += leased.dead;
       result.totalBytes = result.blobs.bytes + result.buildCache.bytes + result.snapshots.bytes + result.temp.bytes;
       return result;
     }, opts);
@@ -466,8 +491,8 @@ export class Store implements ContentTarget {
     const blobs = await this.layout.listBlobs(opts);
     const snaps = await treeSize(this.snapshotsDir);
     const cache = await treeSize(this.cacheDir);
-    const t1 = await treeSize(this.tmpDir);
-    const t2 = await treeSize(this.layout.tmpDir);
+    const t1 = await tempUsage(this.tmpDir);
+    const t2 = await tempUsage(this.layout.tmpDir);
     const images = (await this.layout.list(opts)).length;
     const dry = await this.prune({ ...opts, dryRun: true, gracePeriodMs: 0 });
     return {
@@ -475,7 +500,7 @@ export class Store implements ContentTarget {
       blobs: { count: blobs.length, bytes: blobs.reduce((s, b) => s + b.size, 0) },
       snapshots: { count: (await this.listSnapshots()).length, bytes: snaps.bytes },
       cacheRecords: { count: cache.files, bytes: cache.bytes },
-      temp: { count: t1.files + t2.files, bytes: t1.bytes + t2.bytes },
+      temp: { count: t1.count + t2.count, bytes: t1.bytes + t2.bytes },
       reclaimable: dry.totalBytes,
       home: this.home,
     };

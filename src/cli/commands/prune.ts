@@ -9,7 +9,9 @@ export const pruneCommand: Command = {
   description:
     'Removes the build cache (step records and RUN --mount=type=cache directories) and then what no image\n' +
     'uses. Anything changed in the last 10 minutes is kept (a running build may not have tagged yet);\n' +
-    '--all prunes it too. Temp files of writers that are gone are removed.',
+    '--all prunes it too. What a running container or build uses (its unpacked layers, their blobs and\n' +
+    'its working directories) is kept, even when its image was removed. Temp files of writers that are\n' +
+    'gone are removed.',
   options: {
     all: { type: 'boolean', short: 'a', help: 'no grace period for recent content' },
     'keep-cache': { type: 'boolean', help: 'keep the build cache; free only what neither an image nor the cache uses' },
