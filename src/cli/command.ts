@@ -151,3 +151,16 @@ export function formatHelp(cmd: Command, path: string): string {
   }
   return `${lines.join('\n')}\n`;
 }
+
+/** All of stdin as text (a password, a Dockerfile), refusing more than `limit` bytes; `what` names the option in the error. */
+export async function readStdin(ctx: CommandContext, limit: number, what: string): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.stdin) {
+    const b = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
+    size += b.length;
+    if (size > limit) throw new ArchwayError('USAGE', `${what}: more than ${limit >= 1024 * 1024 ? `${limit / 1024 / 1024} MiB` : `${limit / 1024} KiB`} on stdin`);
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}

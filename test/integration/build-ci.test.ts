@@ -7,10 +7,10 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { archway, expectCode, runCommand, tempHome } from '../support/cli.js';
+import { archway, expectCode, runCommand, tempHome, writeFiles } from '../support/cli.js';
 import { startRegistry, type TestRegistry } from '../support/registries.js';
 import { busyboxRootfs } from '../support/busybox-rootfs.js';
 import { parsePlatform } from '../../src/oci/index.js';
@@ -25,14 +25,7 @@ function aw(args: string[]): ReturnType<typeof archway> {
   return archway(args, { env: home.env });
 }
 
-function write(dir: string, files: Record<string, string>): string {
-  mkdirSync(dir, { recursive: true });
-  for (const [name, content] of Object.entries(files)) {
-    mkdirSync(join(dir, name, '..'), { recursive: true });
-    writeFileSync(join(dir, name), content);
-  }
-  return dir;
-}
+const write = writeFiles;
 
 /** A context that builds without a base image or emulator: every platform is one COPY. */
 const ctx = write(join(home.dir, 'ctx'), { Dockerfile: 'FROM scratch\nCOPY a.txt /a.txt\n', 'a.txt': 'a\n' });

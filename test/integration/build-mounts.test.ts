@@ -10,20 +10,13 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { archway, buildBusyboxBase, expectCode, tempHome } from '../support/cli.js';
+import { archway, buildBusyboxBase, expectCode, tempHome, writeFiles } from '../support/cli.js';
 
 const PLATFORMS = 'linux/amd64,linux/arm64';
 const BASE = 'archway-test/busybox:mounts';
 const home = tempHome('archway-mounts-');
 
-function write(dir: string, files: Record<string, string>): string {
-  mkdirSync(dir, { recursive: true });
-  for (const [name, content] of Object.entries(files)) {
-    mkdirSync(join(dir, name, '..'), { recursive: true });
-    writeFileSync(join(dir, name), content);
-  }
-  return dir;
-}
+const write = writeFiles;
 
 function aw(args: string[], env: NodeJS.ProcessEnv = {}): ReturnType<typeof archway> {
   return archway(args, { env: { ...home.env, ...env } });

@@ -5,19 +5,14 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { archway, buildBusyboxBase, expectCode, runCommand, tempHome } from '../support/cli.js';
+import { archway, buildBusyboxBase, expectCode, runCommand, tempHome, writeFiles } from '../support/cli.js';
 
 const PLATFORMS = 'linux/amd64,linux/arm64';
 const BASE = 'archway-test/busybox:onbuild';
 const home = tempHome('archway-onbuild-');
 
-function write(dir: string, files: Record<string, string>): string {
-  mkdirSync(dir, { recursive: true });
-  for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), content);
-  return dir;
-}
+const write = writeFiles;
 
 function aw(args: string[]): ReturnType<typeof archway> {
   return archway(args, { env: home.env });

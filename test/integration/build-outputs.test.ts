@@ -6,9 +6,9 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { archway, expectCode, runCommand, tempHome } from '../support/cli.js';
+import { archway, expectCode, runCommand, tempHome, writeFiles } from '../support/cli.js';
 import { startRegistry, type TestRegistry } from '../support/registries.js';
 
 const home = tempHome('archway-build-outputs-');
@@ -23,11 +23,7 @@ function aw(args: string[]): ReturnType<typeof archway> {
   return archway(args, { env: home.env });
 }
 
-function write(dir: string, files: Record<string, string>): string {
-  mkdirSync(dir, { recursive: true });
-  for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), content);
-  return dir;
-}
+const write = writeFiles;
 
 /** A context that builds without a base image or emulator: every platform is one COPY. */
 const ctx = write(join(home.dir, 'ctx'), { Dockerfile: 'FROM scratch\nCOPY a.txt /a.txt\n', 'a.txt': 'a\n' });

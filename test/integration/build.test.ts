@@ -5,9 +5,9 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { archway, buildBusyboxBase, expectCode, runCommand, tempHome } from '../support/cli.js';
+import { archway, buildBusyboxBase, expectCode, runCommand, tempHome, writeFiles } from '../support/cli.js';
 import { startRegistry, type TestRegistry } from '../support/registries.js';
 import { formatPlatform } from '../../src/oci/index.js';
 
@@ -26,14 +26,7 @@ const home = tempHome('archway-build-');
 // Started at the top level, so the helper's cleanup hook belongs to the whole file.
 const registry: TestRegistry = await startRegistry({ kind: 'anonymous' });
 
-function write(dir: string, files: Record<string, string>): string {
-  mkdirSync(dir, { recursive: true });
-  for (const [name, content] of Object.entries(files)) {
-    mkdirSync(join(dir, name, '..'), { recursive: true });
-    writeFileSync(join(dir, name), content);
-  }
-  return dir;
-}
+const write = writeFiles;
 
 function aw(args: string[], extra: Parameters<typeof archway>[1] = {}): ReturnType<typeof archway> {
   return archway(args, { env: home.env, ...extra });

@@ -7,20 +7,10 @@ import { strict as assert } from 'node:assert';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
 import { describe, it } from 'node:test';
-import { main } from '../../src/cli/main.js';
+import { archwayInProcess } from '../support/cli.js';
 
-async function archway(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = new PassThrough();
-  const err = new PassThrough();
-  let stdout = '';
-  let stderr = '';
-  out.on('data', (d: Buffer) => (stdout += d.toString()));
-  err.on('data', (d: Buffer) => (stderr += d.toString()));
-  const code = await main(args, { stdout: out, stderr: err, stdin: Readable.from([]), env }, new AbortController().signal);
-  return { code, stdout, stderr };
-}
+const archway = archwayInProcess;
 
 describe('--registry-config', () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'archway-registry-config-'));

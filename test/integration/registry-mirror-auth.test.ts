@@ -11,12 +11,11 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
 import { before, describe, it } from 'node:test';
 import { MediaType, computeDigest, type Descriptor } from '../../src/oci/index.js';
 import { parseReference } from '../../src/ref/index.js';
 import { RegistryClient, StaticCredentials } from '../../src/registry/index.js';
-import { main } from '../../src/cli/main.js';
+import { archwayInProcess } from '../support/cli.js';
 import { startRegistry, type TestRegistry } from '../support/registries.js';
 
 interface Part {
@@ -101,32 +100,7 @@ function decoded(authorization: string): string {
   return authorization.startsWith('Basic ') ? Buffer.from(authorization.slice(6), 'base64').toString('utf8') : authorization;
 }
 
-interface CliRun {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** `archway ARGS` in this process (the CLI's library form), with its own environment. */
-async function archway(args: string[], env: NodeJS.ProcessEnv): Promise<CliRun> {
-  const out = new PassThrough();
-  const err = new PassThrough();
-  let stdout = '';
-  let stderr = '';
-  out.on('data', (d: Buffer) => (stdout += d.toString()));
-  err.on('data', (d: Buffer) => (stderr += d.toString()));
-  // The command's client reads Docker's config.json through process.env (as the installed
-  // command does, whose io.env is process.env), so DOCKER_CONFIG is set there for the run.
-  const saved = process.env['DOCKER_CONFIG'];
-  process.env['DOCKER_CONFIG'] = env['DOCKER_CONFIG'];
-  try {
-    const code = await main(args, { stdout: out, stderr: err, stdin: Readable.from([]), env }, new AbortController().signal);
-    return { code, stdout, stderr };
-  } finally {
-    if (saved === undefined) delete process.env['DOCKER_CONFIG'];
-    else process.env['DOCKER_CONFIG'] = saved;
-  }
-}
+const archway = archwayInProcess;
 
 /** A Docker config dir with `auths` for the hosts given, and an archway config naming the mirror. */
 function setup(auths: Record<string, { user: string; password: string }>, origin: string, mirror: string): NodeJS.ProcessEnv {

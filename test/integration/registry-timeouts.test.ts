@@ -12,14 +12,13 @@ import type { AddressInfo } from 'node:net';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { ArchwayError } from '../../src/util/index.js';
 import { MediaType, computeDigest, type Descriptor } from '../../src/oci/index.js';
 import { parseReference } from '../../src/ref/index.js';
 import { ProgressRecorder } from '../../src/progress/index.js';
 import { RegistryClient, StaticCredentials } from '../../src/registry/index.js';
-import { main } from '../../src/cli/main.js';
+import { archwayInProcess } from '../support/cli.js';
 import { startRegistry, type TestRegistry } from '../support/registries.js';
 
 /** A TCP server that accepts every connection and never sends a byte; counts what it was sent. */
@@ -47,22 +46,7 @@ async function silentServer(): Promise<{ host: string; connections: () => number
   };
 }
 
-interface CliRun {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function archway(args: string[], env: NodeJS.ProcessEnv): Promise<CliRun> {
-  const out = new PassThrough();
-  const err = new PassThrough();
-  let stdout = '';
-  let stderr = '';
-  out.on('data', (d: Buffer) => (stdout += d.toString()));
-  err.on('data', (d: Buffer) => (stderr += d.toString()));
-  const code = await main(args, { stdout: out, stderr: err, stdin: Readable.from([]), env }, new AbortController().signal);
-  return { code, stdout, stderr };
-}
+const archway = archwayInProcess;
 
 function cliEnv(extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   const dir = mkdtempSync(path.join(tmpdir(), 'archway-timeouts-'));

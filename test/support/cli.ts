@@ -1,10 +1,12 @@
 /** Runs the archway CLI as a user would (bin/archway, the installed command) and captures the result. */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
 import { parsePlatformList } from '../../src/oci/index.js';
+import { main } from '../../src/cli/main.js';
 import { makeBusyboxContext } from './make-busybox-context.js';
 
 export const ARCHWAY_BIN = fileURLToPath(new URL('../../../bin/archway', import.meta.url));
@@ -28,6 +30,32 @@ export interface CliOptions {
 export function archway(args: string[], opts: CliOptions = {}): Promise<CliResult> {
   // The launcher runs the bundle with ARCHWAY_NODE: the Node running the tests (20 or 24).
   return runCommand(ARCHWAY_BIN, args, { ...opts, env: { ARCHWAY_NODE: process.execPath, ...opts.env } });
+}
+
+/**
+ * `archway ARGS` in this process, through the CLI's library form (main), with its own environment
+ * and an empty stdin: for tests that need the compiled code, not the bundle, or a fault server
+ * in the same process.
+ */
+export async function archwayInProcess(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = new PassThrough();
+  const err = new PassThrough();
+  let stdout = '';
+  let stderr = '';
+  out.on('data', (d: Buffer) => (stdout += d.toString()));
+  err.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await main(args, { stdout: out, stderr: err, stdin: Readable.from([]), env }, new AbortController().signal);
+  return { code, stdout, stderr };
+}
+
+/** Writes `files` (paths relative to `dir`, parents made) into `dir`, a build context; returns `dir`. */
+export function writeFiles(dir: string, files: Record<string, string>): string {
+  mkdirSync(dir, { recursive: true });
+  for (const [name, content] of Object.entries(files)) {
+    mkdirSync(join(dir, name, '..'), { recursive: true });
+    writeFileSync(join(dir, name), content);
+  }
+  return dir;
 }
 
 export function runCommand(cmd: string, args: string[], opts: CliOptions = {}): Promise<CliResult> {

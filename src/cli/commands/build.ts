@@ -1,6 +1,6 @@
 import { formatPlatform, hostPlatform, parsePlatformList, type Platform } from '../../oci/index.js';
 import { buildDockerfile, formatPlan, parseSecretSpec, planDockerfile, type BuildOptions, type OutputSpec } from '../../build/index.js';
-import { boolOpt, listOpt, stringOpt, usageError, type Command, type CommandContext } from '../command.js';
+import { boolOpt, listOpt, readStdin, stringOpt, usageError, type Command } from '../command.js';
 
 function keyValues(items: string[], flag: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -212,7 +212,8 @@ Examples:
       progress: ctx.progress,
     };
     const file = stringOpt(ctx, 'file');
-    if (file === '-') opts.dockerfileText = await readDockerfileFromStdin(ctx);
+    // `-f -`: the Dockerfile from stdin, as buildx reads it (a Dockerfile, not a context: 4 MiB at most).
+    if (file === '-') opts.dockerfileText = await readStdin(ctx, 4 * 1024 * 1024, '-f -');
     else if (file) opts.dockerfile = file;
     const target = stringOpt(ctx, 'target');
     if (target) opts.target = target;
@@ -244,16 +245,3 @@ Examples:
     return 0;
   },
 };
-
-/** `-f -`: the Dockerfile from stdin, as buildx reads it; at most 4 MiB (a Dockerfile, not a context). */
-async function readDockerfileFromStdin(ctx: CommandContext): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of ctx.stdin) {
-    const b = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
-    size += b.length;
-    if (size > 4 * 1024 * 1024) throw usageError('-f -: more than 4 MiB on stdin; a Dockerfile is expected', 'build');
-    chunks.push(b);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}

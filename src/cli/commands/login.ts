@@ -1,16 +1,6 @@
 import { ArchwayError } from '../../util/index.js';
 import { login, loadRegistrySettings } from '../../registry/index.js';
-import { boolOpt, listOpt, requirePositionals, stringOpt, usageError, type Command, type CommandContext } from '../command.js';
-
-/** Reads all of stdin (for --password-stdin); at most 64 KiB, one trailing newline removed. */
-async function readStdin(ctx: CommandContext): Promise<string> {
-  let text = '';
-  for await (const chunk of ctx.stdin) {
-    text += typeof chunk === 'string' ? chunk : (chunk as Buffer).toString('utf8');
-    if (text.length > 65536) throw new ArchwayError('USAGE', '--password-stdin: more than 64 KiB on stdin');
-  }
-  return text.replace(/\r?\n$/, '');
-}
+import { boolOpt, listOpt, readStdin, requirePositionals, stringOpt, usageError, type Command, type CommandContext } from '../command.js';
 
 /** Asks one question on the terminal; with `hidden`, what is typed is not echoed. */
 async function prompt(ctx: CommandContext, question: string, hidden: boolean): Promise<string> {
@@ -90,7 +80,8 @@ Examples:
     const tty = (ctx.stdin as NodeJS.ReadStream).isTTY === true;
     if (fromStdin) {
       if (username === undefined) throw usageError('--password-stdin needs --username', 'login');
-      password = await readStdin(ctx);
+      // One trailing newline (echo, a file) is not part of the password.
+      password = (await readStdin(ctx, 64 * 1024, '--password-stdin')).replace(/\r?\n$/, '');
     }
     if (username === undefined) {
       if (!tty) throw usageError('no user name: use --username (stdin is not a terminal)', 'login');
